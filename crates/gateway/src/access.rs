@@ -1,0 +1,413 @@
+use crate::GatewayError;
+use ragvault_core::{
+    ApiKeyId, Environment, OperatorKeyId, Principal, Scope, Scopes, TenantId, TenantSlug,
+    TenantStatus,
+};
+use ragvault_credentials::{ApiKeyHasher, PresentedKey, Secret};
+use ragvault_store::{
+    ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey, NewTenant,
+    Store, TenantRecord,
+};
+use serde_json::json;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// Keys may live at most this long; longer-lived credentials should be re-issued, not stretched.
+const MAX_KEY_LIFETIME_DAYS: i64 = 3650;
+
+/// Who asked for a change and under which request id, for the audit log.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub actor: String,
+    pub request_id: Option<String>,
+}
+
+impl RequestContext {
+    pub fn new(actor: impl Into<String>, request_id: Option<String>) -> RequestContext {
+        RequestContext {
+            actor: actor.into(),
+            request_id,
+        }
+    }
+
+    fn audit(&self, action: &'static str) -> AuditEntry {
+        AuditEntry::new(self.actor.clone(), action).request_id(self.request_id.clone())
+    }
+}
+
+/// A new tenant and its first key, shown once.
+#[derive(Debug)]
+pub struct CreatedTenant {
+    pub tenant: TenantRecord,
+    pub key: ApiKeyRecord,
+    pub api_key: Secret<String>,
+}
+
+#[derive(Debug)]
+pub struct IssuedApiKey {
+    pub key: ApiKeyRecord,
+    pub api_key: Secret<String>,
+}
+
+#[derive(Debug)]
+pub struct IssuedOperatorKey {
+    pub id: OperatorKeyId,
+    pub api_key: Secret<String>,
+}
+
+/// Authentication and key management over the store.
+#[derive(Clone)]
+pub struct AccessControl {
+    store: Store,
+    hasher: Arc<ApiKeyHasher>,
+}
+
+impl AccessControl {
+    pub fn new(store: Store, hasher: ApiKeyHasher) -> AccessControl {
+        AccessControl {
+            store,
+            hasher: Arc::new(hasher),
+        }
+    }
+
+    /// Resolves an `Authorization` header value into a principal.
+    ///
+    /// Every refusal before the hash check says only "invalid", so a caller cannot probe which public ids
+    /// exist; revoked/expired/suspended are told apart only to someone who holds the real key.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Principal, GatewayError> {
+        let header = authorization.ok_or(GatewayError::MissingCredentials)?;
+        let (scheme, token) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(GatewayError::MalformedCredentials)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(GatewayError::MalformedCredentials);
+        }
+        let presented =
+            PresentedKey::parse(token.trim()).map_err(|_| GatewayError::InvalidCredentials)?;
+        let candidates = self.store.find_credentials(presented.public_id()).await?;
+        let Some(row) = candidates
+            .into_iter()
+            .find(|row| self.hasher.verify(&presented, &row.key_hash))
+        else {
+            self.hasher.verify_against_nothing(&presented);
+            return Err(GatewayError::InvalidCredentials);
+        };
+        let principal = check_usable(&row, OffsetDateTime::now_utc())?;
+        self.record_use(row.kind, row.id);
+        Ok(principal)
+    }
+
+    fn record_use(&self, kind: CredentialKind, id: uuid::Uuid) {
+        let store = self.store.clone();
+        // Off the request path: a slow or failing last-used update must not slow or fail the request.
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_last_used(kind, id).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        });
+    }
+
+    /// Creates a tenant with a first key carrying the default tenant scopes.
+    pub async fn create_tenant(
+        &self,
+        slug: TenantSlug,
+        environment: Environment,
+        ctx: &RequestContext,
+    ) -> Result<CreatedTenant, GatewayError> {
+        let tenant = NewTenant {
+            id: TenantId::new(),
+            slug,
+            environment,
+        };
+        let issued = self.hasher.issue()?;
+        let key = NewApiKey {
+            id: ApiKeyId::new(),
+            tenant_id: tenant.id,
+            public_id: issued.public_id,
+            key_hash: issued.hash,
+            name: Some("initial".to_owned()),
+            scopes: Scopes::tenant_default(),
+            expires_at: None,
+        };
+        let audit = [
+            ctx.audit("tenant.created")
+                .tenant(tenant.id)
+                .target(format!("tenant:{}", tenant.id))
+                .details(
+                    json!({"slug": tenant.slug.as_str(), "environment": environment.as_str()}),
+                ),
+            ctx.audit("api_key.issued")
+                .tenant(tenant.id)
+                .target(format!("api_key:{}", key.id))
+                .details(json!({"scopes": key.scopes.names(), "public_id": key.public_id})),
+        ];
+        let (tenant, key) = self.store.create_tenant(&tenant, &key, &audit).await?;
+        Ok(CreatedTenant {
+            tenant,
+            key,
+            api_key: issued.key,
+        })
+    }
+
+    /// Issues another key for a tenant with exactly the scopes asked for.
+    pub async fn issue_api_key(
+        &self,
+        tenant_id: TenantId,
+        scopes: Scopes,
+        name: Option<String>,
+        expires_at: Option<OffsetDateTime>,
+        ctx: &RequestContext,
+    ) -> Result<IssuedApiKey, GatewayError> {
+        if scopes.is_empty() {
+            return Err(GatewayError::NoScopes);
+        }
+        check_expiry(expires_at, OffsetDateTime::now_utc())?;
+        let issued = self.hasher.issue()?;
+        let key = NewApiKey {
+            id: ApiKeyId::new(),
+            tenant_id,
+            public_id: issued.public_id,
+            key_hash: issued.hash,
+            name,
+            scopes,
+            expires_at,
+        };
+        let audit = ctx
+            .audit("api_key.issued")
+            .tenant(tenant_id)
+            .target(format!("api_key:{}", key.id))
+            .details(json!({"scopes": scopes.names(), "public_id": key.public_id}));
+        let record = self.store.insert_api_key(&key, &audit).await?;
+        Ok(IssuedApiKey {
+            key: record,
+            api_key: issued.key,
+        })
+    }
+
+    /// Revokes a key; it stops working on the next request (authentication reads the row every time).
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: TenantId,
+        key_id: ApiKeyId,
+        ctx: &RequestContext,
+    ) -> Result<ApiKeyRecord, GatewayError> {
+        let audit = ctx
+            .audit("api_key.revoked")
+            .tenant(tenant_id)
+            .target(format!("api_key:{key_id}"));
+        Ok(self.store.revoke_api_key(tenant_id, key_id, &audit).await?)
+    }
+
+    pub async fn set_tenant_status(
+        &self,
+        tenant_id: TenantId,
+        status: TenantStatus,
+        ctx: &RequestContext,
+    ) -> Result<TenantRecord, GatewayError> {
+        let action = match status {
+            TenantStatus::Active => "tenant.resumed",
+            TenantStatus::Suspended => "tenant.suspended",
+        };
+        let audit = ctx
+            .audit(action)
+            .tenant(tenant_id)
+            .target(format!("tenant:{tenant_id}"));
+        Ok(self
+            .store
+            .set_tenant_status(tenant_id, status, &audit)
+            .await?)
+    }
+
+    pub async fn create_operator_key(
+        &self,
+        name: Option<String>,
+        expires_at: Option<OffsetDateTime>,
+        ctx: &RequestContext,
+    ) -> Result<IssuedOperatorKey, GatewayError> {
+        check_expiry(expires_at, OffsetDateTime::now_utc())?;
+        let issued = self.hasher.issue()?;
+        let key = NewOperatorKey {
+            id: OperatorKeyId::new(),
+            public_id: issued.public_id,
+            key_hash: issued.hash,
+            name,
+            expires_at,
+        };
+        let audit = ctx
+            .audit("operator_key.created")
+            .target(format!("operator_key:{}", key.id))
+            .details(json!({"public_id": key.public_id}));
+        self.store.insert_operator_key(&key, &audit).await?;
+        Ok(IssuedOperatorKey {
+            id: key.id,
+            api_key: issued.key,
+        })
+    }
+
+    pub async fn revoke_operator_key(
+        &self,
+        key_id: OperatorKeyId,
+        ctx: &RequestContext,
+    ) -> Result<bool, GatewayError> {
+        let audit = ctx
+            .audit("operator_key.revoked")
+            .target(format!("operator_key:{key_id}"));
+        Ok(self.store.revoke_operator_key(key_id, &audit).await?)
+    }
+}
+
+/// The principal a verified row stands for, unless the row may no longer be used.
+fn check_usable(row: &CredentialRow, now: OffsetDateTime) -> Result<Principal, GatewayError> {
+    if row.revoked_at.is_some() {
+        return Err(GatewayError::KeyRevoked);
+    }
+    if row.expires_at.is_some_and(|at| at <= now) {
+        return Err(GatewayError::KeyExpired);
+    }
+    match (row.kind, row.tenant_id) {
+        (CredentialKind::Operator, _) => Ok(Principal::Operator {
+            key_id: OperatorKeyId(row.id),
+        }),
+        (CredentialKind::Tenant, Some(tenant_id)) => {
+            if row.tenant_status != Some(TenantStatus::Active) {
+                return Err(GatewayError::TenantSuspended);
+            }
+            Ok(Principal::Tenant {
+                tenant_id,
+                key_id: ApiKeyId(row.id),
+                scopes: row.scopes,
+            })
+        }
+        (CredentialKind::Tenant, None) => Err(GatewayError::InvalidCredentials),
+    }
+}
+
+fn check_expiry(
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), GatewayError> {
+    match expires_at {
+        Some(at) if at <= now || at > now + Duration::days(MAX_KEY_LIFETIME_DAYS) => {
+            Err(GatewayError::InvalidExpiry {
+                max_days: MAX_KEY_LIFETIME_DAYS,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Requires a tenant principal with the given scope; returns its tenant id.
+pub fn require_tenant_scope(principal: &Principal, scope: Scope) -> Result<TenantId, GatewayError> {
+    match principal {
+        Principal::Operator { .. } => Err(GatewayError::TenantOnly),
+        Principal::Tenant {
+            tenant_id, scopes, ..
+        } => {
+            if scopes.contains(scope) {
+                Ok(*tenant_id)
+            } else {
+                Err(GatewayError::InsufficientScope(scope))
+            }
+        }
+    }
+}
+
+/// Requires an operator principal.
+pub fn require_operator(principal: &Principal) -> Result<OperatorKeyId, GatewayError> {
+    match principal {
+        Principal::Operator { key_id } => Ok(*key_id),
+        Principal::Tenant { .. } => Err(GatewayError::OperatorOnly),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: CredentialKind) -> CredentialRow {
+        CredentialRow {
+            kind,
+            id: Default::default(),
+            tenant_id: Some(TenantId::new()),
+            key_hash: vec![0; 32],
+            scopes: Scopes::tenant_default(),
+            expires_at: None,
+            revoked_at: None,
+            tenant_status: Some(TenantStatus::Active),
+        }
+    }
+
+    #[test]
+    fn usable_rows_become_principals() {
+        let now = OffsetDateTime::now_utc();
+        assert!(matches!(
+            check_usable(&row(CredentialKind::Tenant), now),
+            Ok(Principal::Tenant { .. })
+        ));
+        assert!(matches!(
+            check_usable(&row(CredentialKind::Operator), now),
+            Ok(Principal::Operator { .. })
+        ));
+    }
+
+    #[test]
+    fn revoked_expired_and_suspended_are_refused() {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = row(CredentialKind::Tenant);
+        revoked.revoked_at = Some(now);
+        assert!(matches!(
+            check_usable(&revoked, now),
+            Err(GatewayError::KeyRevoked)
+        ));
+        let mut expired = row(CredentialKind::Tenant);
+        expired.expires_at = Some(now);
+        assert!(matches!(
+            check_usable(&expired, now),
+            Err(GatewayError::KeyExpired)
+        ));
+        let mut suspended = row(CredentialKind::Tenant);
+        suspended.tenant_status = Some(TenantStatus::Suspended);
+        assert!(matches!(
+            check_usable(&suspended, now),
+            Err(GatewayError::TenantSuspended)
+        ));
+    }
+
+    #[test]
+    fn expiry_must_be_future_and_bounded() {
+        let now = OffsetDateTime::now_utc();
+        assert!(check_expiry(None, now).is_ok());
+        assert!(check_expiry(Some(now + Duration::hours(1)), now).is_ok());
+        assert!(check_expiry(Some(now - Duration::seconds(1)), now).is_err());
+        assert!(check_expiry(Some(now + Duration::days(MAX_KEY_LIFETIME_DAYS + 1)), now).is_err());
+    }
+
+    #[test]
+    fn scope_checks() {
+        let ask_only = Principal::Tenant {
+            tenant_id: TenantId::new(),
+            key_id: ApiKeyId::new(),
+            scopes: [Scope::Ask].into_iter().collect(),
+        };
+        assert!(require_tenant_scope(&ask_only, Scope::Ask).is_ok());
+        assert!(matches!(
+            require_tenant_scope(&ask_only, Scope::Ingest),
+            Err(GatewayError::InsufficientScope(Scope::Ingest))
+        ));
+        assert!(matches!(
+            require_operator(&ask_only),
+            Err(GatewayError::OperatorOnly)
+        ));
+        let operator = Principal::Operator {
+            key_id: OperatorKeyId::new(),
+        };
+        assert!(matches!(
+            require_tenant_scope(&operator, Scope::Ask),
+            Err(GatewayError::TenantOnly)
+        ));
+    }
+}

@@ -1,0 +1,13 @@
+//! Access control for ragvault: authenticating bearer keys into a [`Principal`], checking scopes, and
+//! issuing and revoking keys. Key material itself stays in `credentials`; this crate sees only parsed keys
+//! behind `Secret` and the keyed hashes stored by `store`.
+
+mod access;
+mod error;
+
+pub use access::{
+    require_operator, require_tenant_scope, AccessControl, CreatedTenant, IssuedApiKey,
+    IssuedOperatorKey, RequestContext,
+};
+pub use error::GatewayError;
+pub use ragvault_core::Principal;

@@ -1,0 +1,346 @@
+//! Layered configuration: built-in `config/default.toml`, then the file named by `RAGVAULT_CONFIG`, then
+//! `DATABASE_URL` / `VAULT_ADDR`, then `RAGVAULT__SECTION__KEY` variables. Loading is pure; nothing is
+//! opened or connected until the whole configuration has been validated.
+
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Source};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub credentials: CredentialsSettings,
+    pub vault: VaultSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+/// The URL may carry a password (from `DATABASE_URL`), so Debug shows only where it points.
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsBackend {
+    Local,
+    Vault,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSettings {
+    pub backend: CredentialsBackend,
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    pub addr: String,
+    pub role_id: String,
+    pub secret_id_file: String,
+    pub kv_mount: String,
+    pub transit_mount: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub base_url: String,
+}
+
+/// Everything wrong with a configuration, each problem naming its key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("RAGVAULT_CONFIG names {0}, which does not exist")]
+    MissingFile(PathBuf),
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Settings {
+    /// Loads from the process environment.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let file = std::env::var_os("RAGVAULT_CONFIG").map(PathBuf::from);
+        Self::load_from(file.as_deref(), &[])
+    }
+
+    /// Loads with an optional config file, then the environment, then explicit overrides (for tests and
+    /// the CLI): each override is a dotted key and a TOML value.
+    pub fn load_from(
+        file: Option<&Path>,
+        overrides: &[(&str, &str)],
+    ) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["VAULT_ADDR"])
+                    .map(|_| "vault.addr".into()),
+            )
+            .merge(Env::prefixed("RAGVAULT__").split("__"));
+        for (key, value) in overrides {
+            let toml = format!("{key} = {value}");
+            figment = figment.merge(Toml::string(&toml).nested());
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut problems = settings.problems();
+        if let Some(problem) = password_in_file(&figment, &settings.database.url) {
+            problems.push(problem);
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem with the values, as `key: what is wrong`. Pure: touches no file or network.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let url = &self.database.url;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push("database.url: must be a postgres:// or postgresql:// URL".to_owned());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".to_owned());
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            problems.push("database.acquire_timeout_ms: must be at least 1".to_owned());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir: must not be empty".to_owned());
+        }
+        if self.http.body_limit_bytes < 1024 {
+            problems.push("http.body_limit_bytes: must be at least 1024".to_owned());
+        }
+        if self.http.request_timeout_secs == 0 {
+            problems.push("http.request_timeout_secs: must be at least 1".to_owned());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level: `{}` is not a valid tracing filter (try info, debug or ragvault=debug)",
+                self.log.level
+            ));
+        }
+        if self.credentials.backend == CredentialsBackend::Vault {
+            problems.push(
+                "credentials.backend: `vault` is not available in this build yet; use `local`"
+                    .to_owned(),
+            );
+        }
+        for (name, provider) in &self.providers {
+            let base = &provider.base_url;
+            if !(base.starts_with("https://") || base.starts_with("http://")) {
+                problems.push(format!(
+                    "providers.{name}.base_url: must be an http:// or https:// URL"
+                ));
+            }
+        }
+        problems
+    }
+
+    pub fn master_key_file(&self) -> PathBuf {
+        self.credentials
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.http.shutdown_grace_secs)
+    }
+
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.acquire_timeout_ms)
+    }
+}
+
+/// A database password written into a config file is a secret in a config file: refuse it and say where
+/// it belongs instead.
+fn password_in_file(figment: &Figment, url: &str) -> Option<String> {
+    let from_file = figment
+        .find_metadata("database.url")
+        .and_then(|meta| meta.source.as_ref())
+        .is_some_and(|source| matches!(source, Source::File(_)));
+    (from_file && url_has_password(url)).then(|| {
+        "database.url: contains a password, and config files must hold no secrets; \
+         set DATABASE_URL or use a ~/.pgpass file"
+            .to_owned()
+    })
+}
+
+fn url_has_password(url: &str) -> bool {
+    userinfo(url).is_some_and(|info| info.contains(':'))
+}
+
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    authority.rsplit_once('@').map(|(info, _)| info)
+}
+
+/// `postgres://user:pw@host/db` -> `postgres://user:[redacted]@host/db`.
+pub fn redact_url_password(url: &str) -> String {
+    match (url.split_once("://"), userinfo(url)) {
+        (Some((scheme, rest)), Some(info)) if info.contains(':') => {
+            let user = info.split(':').next().unwrap_or_default();
+            let after = &rest[info.len()..];
+            format!("{scheme}://{user}:[redacted]{after}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(overrides: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(None, overrides)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.credentials.backend, CredentialsBackend::Local);
+        assert!(settings.master_key_file().ends_with("master.key"));
+    }
+
+    #[test]
+    fn reports_every_bad_key_by_name() {
+        let err = load(&[
+            ("database.url", "\"mysql://x\""),
+            ("http.request_timeout_secs", "0"),
+            ("providers.openai.base_url", "\"ftp://x\""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(err.contains("http.request_timeout_secs"), "{err}");
+        assert!(err.contains("providers.openai.base_url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = load(&[("http.body_limit", "5")]).unwrap_err().to_string();
+        assert!(err.contains("body_limit"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_password_in_a_config_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[database]\nurl = \"postgres://app:hunter2@db/ragvault\""
+        )
+        .unwrap();
+        let err = Settings::load_from(Some(file.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn names_a_missing_config_file() {
+        let err = Settings::load_from(Some(Path::new("/nonexistent/ragvault.toml")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ragvault.toml"), "{err}");
+    }
+
+    #[test]
+    fn debug_redacts_the_database_password() {
+        let settings = load(&[("database.url", "\"postgres://app:hunter2@db:5432/x\"")]).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("postgres://app:[redacted]@db:5432/x"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn redaction_leaves_urls_without_password_alone() {
+        assert_eq!(
+            redact_url_password("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(redact_url_password("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact_url_password("postgres://u:p@w@h/db"),
+            "postgres://u:[redacted]@h/db"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! Cross-cutting request handling: request ids, the error envelope, access logging and timeouts.
+
+use crate::error::{code_for_status, ErrorBody};
+use crate::extract::RequestId;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Assigns the request id (propagating a well-formed incoming one), logs the request once, and renders
+/// every error response as the JSON envelope. It sits outermost, so errors produced by inner layers (body
+/// limit, timeout, unknown route) are covered too.
+pub async fn request_envelope(mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| is_acceptable_request_id(id))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+
+    // Only method and path are logged: headers carry credentials and query strings may carry user text.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        actor = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let mut response = render_error(response, &request_id);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request finished");
+        }
+    });
+    response
+}
+
+/// Ids we echo back and write to logs: short, printable, no spaces, so they cannot forge log lines.
+fn is_acceptable_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn render_error(response: Response, request_id: &str) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let error = match parts.extensions.remove::<ErrorBody>() {
+        Some(error) => error,
+        None => {
+            let is_json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+            if !(parts.status.is_client_error() || parts.status.is_server_error()) || is_json {
+                return Response::from_parts(parts, body);
+            }
+            let (code, message) = code_for_status(parts.status);
+            ErrorBody {
+                code,
+                message: message.to_owned(),
+                extra: None,
+            }
+        }
+    };
+    let mut envelope = serde_json::json!({
+        "error": {"code": error.code, "message": error.message, "request_id": request_id}
+    });
+    if let (Some(serde_json::Value::Object(extra)), Some(map)) =
+        (error.extra, envelope.as_object_mut())
+    {
+        map.extend(extra);
+    }
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(envelope.to_string()))
+}
+
+/// Bounds the time to produce a response head. Streaming bodies (SSE) are not cut off once they started.
+pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout_secs = limit.as_secs(), "request timed out");
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_filter() {
+        assert!(is_acceptable_request_id("abc-123_x.y:z"));
+        assert!(!is_acceptable_request_id(""));
+        assert!(!is_acceptable_request_id("has space"));
+        assert!(!is_acceptable_request_id("line\nbreak"));
+        assert!(!is_acceptable_request_id(&"a".repeat(129)));
+    }
+}

@@ -1,0 +1,181 @@
+//! `/v1/admin/*`: operator-only tenant and key management.
+
+use super::keys::{issued_key_body, IssueKeyRequest};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use ragvault_core::{ApiKeyId, Environment, TenantId, TenantSlug, TenantStatus};
+use ragvault_gateway::require_operator;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const MAX_AUDIT_PAGE: i64 = 1000;
+
+fn operator(caller: &Caller) -> Result<(), ApiError> {
+    require_operator(&caller.principal)?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    slug: String,
+    #[serde(default)]
+    environment: Environment,
+}
+
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateTenantRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&caller)?;
+    let slug = TenantSlug::parse(&request.slug).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_slug",
+            e.to_string(),
+        )
+    })?;
+    let created = state
+        .access
+        .create_tenant(slug, request.environment, &caller.context())
+        .await?;
+    let tenant = &created.tenant;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant.id,
+            "slug": tenant.slug,
+            "environment": tenant.environment,
+            "status": tenant.status,
+            "created_at": created.key.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
+            "api_key": created.api_key.expose_secret(),
+            "api_key_id": created.key.id,
+            "scopes": created.key.scopes,
+        })),
+    ))
+}
+
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenants = state.store.list_tenants().await?;
+    Ok(Json(json!({ "tenants": tenants })))
+}
+
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant = state.store.get_tenant(TenantId(tenant_id)).await?;
+    Ok(Json(json!(tenant)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenantRequest {
+    status: TenantStatus,
+}
+
+/// Suspends or resumes a tenant: a suspended tenant's keys are refused on the next request.
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<UpdateTenantRequest>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant = state
+        .access
+        .set_tenant_status(TenantId(tenant_id), request.status, &caller.context())
+        .await?;
+    Ok(Json(json!(tenant)))
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
+    state.store.get_tenant(tenant_id).await?;
+    let keys = state.store.list_api_keys(tenant_id).await?;
+    Ok(Json(json!({ "api_keys": keys })))
+}
+
+pub async fn issue_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<IssueKeyRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&caller)?;
+    let request = request.validate()?;
+    let issued = state
+        .access
+        .issue_api_key(
+            TenantId(tenant_id),
+            request.scopes,
+            request.name,
+            request.expires_at,
+            &caller.context(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued_key_body(&issued))))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant_id, key_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let key = state
+        .access
+        .revoke_api_key(TenantId(tenant_id), ApiKeyId(key_id), &caller.context())
+        .await?;
+    Ok(Json(json!(key)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    tenant: Option<Uuid>,
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+pub async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_AUDIT_PAGE}"),
+        ));
+    }
+    let events = state
+        .store
+        .list_audit(query.tenant.map(TenantId), query.after.unwrap_or(0), limit)
+        .await?;
+    let next_after = events.last().map(|e| e.id);
+    Ok(Json(json!({ "events": events, "next_after": next_after })))
+}

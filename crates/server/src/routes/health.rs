@@ -1,0 +1,57 @@
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when every dependency answers: Postgres and the key source (the index joins when it exists).
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let postgres = match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("postgres: {}", short(&e.to_string()))),
+        Err(_) => Err("postgres: no answer within 2s".to_owned()),
+    };
+    let key_source = state
+        .key_source
+        .check()
+        .await
+        .map_err(|e| format!("key_source ({}): {e}", state.key_source.name()));
+    let checks = json!({
+        "postgres": if postgres.is_ok() { "ok" } else { "failing" },
+        "key_source": if key_source.is_ok() { "ok" } else { "failing" },
+    });
+    let failures: Vec<String> = [postgres.err(), key_source.err()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if failures.is_empty() {
+        Ok(Json(json!({"status": "ready", "checks": checks})))
+    } else {
+        tracing::warn!(failures = ?failures, "not ready");
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            failures.join("; "),
+        )
+        .with_extra(json!({"checks": checks})))
+    }
+}
+
+/// The first line of an error, bounded, so a readiness body stays small.
+fn short(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect()
+}

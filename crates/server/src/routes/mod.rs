@@ -1,0 +1,53 @@
+mod admin;
+mod health;
+mod keys;
+mod tenant;
+
+use crate::middleware;
+use crate::state::AppState;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+
+/// The whole HTTP surface. Kept as a function of the state so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.settings.http.body_limit_bytes;
+    let timeout = state.settings.request_timeout();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/whoami", get(tenant::whoami))
+        .route(
+            "/v1/api-keys",
+            get(tenant::list_keys).post(tenant::issue_key),
+        )
+        .route("/v1/api-keys/{key_id}", delete(tenant::revoke_key))
+        .route("/v1/documents", post(tenant::upload_document))
+        .route("/v1/ask", post(tenant::ask))
+        .route("/v1/widget-tokens", post(tenant::mint_widget_token))
+        .route(
+            "/v1/admin/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}",
+            get(admin::get_tenant).patch(admin::update_tenant),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/api-keys",
+            get(admin::list_keys).post(admin::issue_key),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/api-keys/{key_id}",
+            delete(admin::revoke_key),
+        )
+        .route("/v1/admin/audit", get(admin::list_audit))
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            timeout,
+            middleware::timeout,
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_envelope))
+}

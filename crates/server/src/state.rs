@@ -1,0 +1,14 @@
+use crate::config::Settings;
+use ragvault_credentials::KeySource;
+use ragvault_gateway::AccessControl;
+use ragvault_store::Store;
+use std::sync::Arc;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub key_source: Arc<KeySource>,
+    pub access: AccessControl,
+}

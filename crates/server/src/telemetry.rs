@@ -1,0 +1,28 @@
+//! Logging setup. Log lines carry ids, never keys: secrets are `Secret` values that format as `[redacted]`,
+//! and the request logger records only method, path, status and latency.
+
+use crate::config::{LogFormat, LogSettings};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber, writing to `writer`. `RUST_LOG`, when set, overrides `log.level`.
+pub fn init<W>(settings: &LogSettings, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    // try_init: a second call (tests) keeps the first subscriber instead of panicking.
+    let _ = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,167 @@
+//! Test harness (dev-only). `spawn_app()` starts the real server on a random port, against a Postgres
+//! database created for that test and dropped afterwards, with its own data directory, so tests run in
+//! parallel without sharing state.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod database;
+mod logs;
+
+pub use database::TestDatabase;
+pub use logs::captured_logs;
+
+use ragvault_gateway::RequestContext;
+use ragvault_server::{Application, ServerError, Settings};
+use ragvault_store::Store;
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server and everything it owns; dropping it stops the server and drops the database.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    /// An operator key created directly through the key source, for `/v1/admin/*`.
+    pub operator_key: String,
+    pub store: Store,
+    pub settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), ServerError>>>,
+    // Field order matters: the server stops before the database is dropped and the directory removed.
+    pub database: TestDatabase,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// A tenant created through the admin API.
+#[derive(Clone, Debug)]
+pub struct TestTenant {
+    pub id: String,
+    pub slug: String,
+    pub api_key: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns with extra configuration overrides (dotted key, TOML value), applied last.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    logs::install();
+    let database = TestDatabase::create().await;
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let database_url = toml_string(&database.url);
+    let data_dir_value = toml_string(&data_dir.path().display().to_string());
+    let mut all: Vec<(&str, &str)> = vec![
+        ("listen", "\"127.0.0.1:0\""),
+        ("database.url", &database_url),
+        ("data_dir", &data_dir_value),
+        ("database.max_connections", "5"),
+    ];
+    all.extend_from_slice(overrides);
+    let settings = Settings::load_from(None, &all).expect("test configuration is valid");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application starts");
+    let address = app.local_addr();
+    let store = app.state().store.clone();
+    let operator = app
+        .state()
+        .access
+        .create_operator_key(
+            Some("testkit".to_owned()),
+            None,
+            &RequestContext::new("testkit", None),
+        )
+        .await
+        .expect("operator key");
+    let operator_key = operator.api_key.expose_secret().clone();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = shutdown_rx.await;
+    }));
+    TestApp {
+        address,
+        base_url: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        operator_key,
+        store,
+        settings,
+        shutdown: Some(shutdown_tx),
+        server: Some(server),
+        database,
+        data_dir,
+    }
+}
+
+fn toml_string(value: &str) -> String {
+    serde_json::to_string(value).expect("string serialises")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Creates a tenant through `POST /v1/admin/tenants` and returns its id and first key.
+    pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        let response = self
+            .client
+            .post(self.url("/v1/admin/tenants"))
+            .bearer_auth(&self.operator_key)
+            .json(&serde_json::json!({"slug": slug, "environment": "production"}))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 201, "tenant creation failed");
+        let body: Value = response.json().await.expect("json body");
+        TestTenant {
+            id: body["id"].as_str().expect("id").to_owned(),
+            slug: slug.to_owned(),
+            api_key: body["api_key"].as_str().expect("api_key").to_owned(),
+        }
+    }
+
+    /// Issues a key with the given scopes for a tenant; returns `(key_id, api_key)`.
+    pub async fn issue_key(&self, tenant_id: &str, scopes: &[&str]) -> (String, String) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/admin/tenants/{tenant_id}/api-keys")))
+            .bearer_auth(&self.operator_key)
+            .json(&serde_json::json!({ "scopes": scopes }))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 201, "key issue failed");
+        let body: Value = response.json().await.expect("json body");
+        (
+            body["id"].as_str().expect("id").to_owned(),
+            body["api_key"].as_str().expect("api_key").to_owned(),
+        )
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => handle.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A slug no other test uses.
+pub fn unique_slug(prefix: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &suffix[..10])
+}

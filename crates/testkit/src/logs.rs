@@ -1,0 +1,43 @@
+//! One process-wide log capture at debug level, so tests can assert that no key material was logged.
+
+use ragvault_server::config::{LogFormat, LogSettings};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+fn buffer() -> Arc<Mutex<Vec<u8>>> {
+    BUFFER
+        .get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+        .clone()
+}
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(crate) fn install() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let capture = Capture(buffer());
+        let settings = LogSettings {
+            format: LogFormat::Json,
+            level: "debug".to_owned(),
+        };
+        ragvault_server::telemetry::init(&settings, move || capture.clone());
+    });
+}
+
+/// Everything logged so far by every test in this process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&buffer().lock().expect("log buffer")).into_owned()
+}

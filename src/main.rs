@@ -1,0 +1,278 @@
+//! The `ragvault` command line: runs the service and the operator commands that act on the configured
+//! database and key source. Only this binary uses `anyhow`; libraries return their own error enums.
+#![allow(clippy::print_stdout)]
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ragvault_core::{
+    ApiKeyId, Environment, OperatorKeyId, Scope, Scopes, TenantSlug, TenantStatus,
+};
+use ragvault_gateway::{AccessControl, RequestContext};
+use ragvault_server::{open_key_source, open_store, Application, Settings};
+use ragvault_store::Store;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Parser)]
+#[command(
+    name = "ragvault",
+    version,
+    about = "RAG backend that keeps provider keys and customer content inside its trust boundary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (migrations are applied at start).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage operator keys (for /v1/admin/*).
+    #[command(subcommand, name = "admin-key")]
+    AdminKey(AdminKeyCommand),
+    /// Manage a tenant's API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant; prints its id and a first API key (shown once).
+    Create {
+        slug: String,
+        /// Create a sandbox tenant instead of a production one.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// List tenants.
+    List,
+    /// Refuse every credential of the tenant until resumed.
+    Suspend { slug: String },
+    /// Let a suspended tenant's credentials work again.
+    Resume { slug: String },
+}
+
+#[derive(Subcommand)]
+enum AdminKeyCommand {
+    /// Create an operator key (shown once).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke an operator key by id.
+    Revoke { key_id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key for a tenant with the given scopes (shown once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// ingest, ask, tokens or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a tenant's keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke one of a tenant's keys.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key_id: String,
+    },
+}
+
+const CLI_ACTOR: &str = "cli";
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load().context("loading configuration")?;
+    ragvault_server::telemetry::init(&settings.log, std::io::stderr);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command, settings))
+}
+
+async fn run(command: Command, settings: Settings) -> Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = open_store(&settings)?;
+            store.migrate().await.context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(cmd) => tenant(cmd, &settings).await,
+        Command::AdminKey(cmd) => admin_key(cmd, &settings).await,
+        Command::Keys(cmd) => keys(cmd, &settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> Result<()> {
+    tracing::info!(listen = %settings.listen, data_dir = %settings.data_dir.display(), "starting ragvault");
+    let app = Application::build(settings)
+        .await
+        .context("starting the service")?;
+    tracing::info!(address = %app.local_addr(), "listening");
+    app.run_until(ragvault_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The store (migrated) and access control for operator commands.
+async fn operator_tools(settings: &Settings) -> Result<(Store, AccessControl)> {
+    let key_source = open_key_source(settings)?;
+    let store = open_store(settings)?;
+    store.migrate().await.context("applying migrations")?;
+    let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
+    Ok((store, access))
+}
+
+fn cli_context() -> RequestContext {
+    RequestContext::new(CLI_ACTOR, None)
+}
+
+fn expiry(days: Option<u32>) -> Option<OffsetDateTime> {
+    days.map(|d| OffsetDateTime::now_utc() + Duration::from_secs(u64::from(d) * 86_400))
+}
+
+async fn tenant(cmd: TenantCommand, settings: &Settings) -> Result<()> {
+    let (store, access) = operator_tools(settings).await?;
+    match cmd {
+        TenantCommand::Create { slug, sandbox } => {
+            let slug = TenantSlug::parse(&slug)?;
+            let environment = if sandbox {
+                Environment::Sandbox
+            } else {
+                Environment::Production
+            };
+            let created = access
+                .create_tenant(slug, environment, &cli_context())
+                .await?;
+            println!("tenant_id: {}", created.tenant.id);
+            println!("slug: {}", created.tenant.slug);
+            println!("environment: {}", created.tenant.environment.as_str());
+            println!("api_key_id: {}", created.key.id);
+            println!("api_key: {}", created.api_key.expose_secret());
+            eprintln!("Store the API key now: it is shown only once.");
+        }
+        TenantCommand::List => {
+            for t in store.list_tenants().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    t.id,
+                    t.slug,
+                    t.environment.as_str(),
+                    t.status.as_str()
+                );
+            }
+        }
+        TenantCommand::Suspend { slug } => {
+            let t = store.get_tenant_by_slug(&slug).await?;
+            access
+                .set_tenant_status(t.id, TenantStatus::Suspended, &cli_context())
+                .await?;
+            println!("tenant {slug} suspended");
+        }
+        TenantCommand::Resume { slug } => {
+            let t = store.get_tenant_by_slug(&slug).await?;
+            access
+                .set_tenant_status(t.id, TenantStatus::Active, &cli_context())
+                .await?;
+            println!("tenant {slug} resumed");
+        }
+    }
+    Ok(())
+}
+
+async fn admin_key(cmd: AdminKeyCommand, settings: &Settings) -> Result<()> {
+    let (_, access) = operator_tools(settings).await?;
+    match cmd {
+        AdminKeyCommand::Create {
+            name,
+            expires_in_days,
+        } => {
+            let issued = access
+                .create_operator_key(name, expiry(expires_in_days), &cli_context())
+                .await?;
+            println!("operator_key_id: {}", issued.id);
+            println!("api_key: {}", issued.api_key.expose_secret());
+            eprintln!("Store the operator key now: it is shown only once.");
+        }
+        AdminKeyCommand::Revoke { key_id } => {
+            let id: OperatorKeyId = key_id.parse().context("key id must be a UUID")?;
+            if !access.revoke_operator_key(id, &cli_context()).await? {
+                bail!("no operator key with id {id}");
+            }
+            println!("operator key {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+async fn keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
+    let (store, access) = operator_tools(settings).await?;
+    match cmd {
+        KeysCommand::Create {
+            tenant,
+            scopes,
+            name,
+            expires_in_days,
+        } => {
+            let t = store.get_tenant_by_slug(&tenant).await?;
+            let scopes: Scopes = scopes
+                .iter()
+                .map(|s| s.parse::<Scope>())
+                .collect::<Result<_, _>>()?;
+            let issued = access
+                .issue_api_key(t.id, scopes, name, expiry(expires_in_days), &cli_context())
+                .await?;
+            println!("api_key_id: {}", issued.key.id);
+            println!("scopes: {}", issued.key.scopes.names().join(","));
+            println!("api_key: {}", issued.api_key.expose_secret());
+            eprintln!("Store the API key now: it is shown only once.");
+        }
+        KeysCommand::List { tenant } => {
+            let t = store.get_tenant_by_slug(&tenant).await?;
+            for k in store.list_api_keys(t.id).await? {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!(
+                    "{}\trvk_{}_…\t{}\t{}\t{}",
+                    k.id,
+                    k.public_id,
+                    k.scopes.names().join(","),
+                    state,
+                    k.name.unwrap_or_default()
+                );
+            }
+        }
+        KeysCommand::Revoke { tenant, key_id } => {
+            let t = store.get_tenant_by_slug(&tenant).await?;
+            let id: ApiKeyId = key_id.parse().context("key id must be a UUID")?;
+            access.revoke_api_key(t.id, id, &cli_context()).await?;
+            println!("api key {id} revoked");
+        }
+    }
+    Ok(())
+}
