@@ -144,7 +144,7 @@ impl Settings {
             .merge(Env::prefixed("RAGVAULT__").split("__"));
         for (key, value) in overrides {
             let toml = format!("{key} = {value}");
-            figment = figment.merge(Toml::string(&toml).nested());
+            figment = figment.merge(Toml::string(&toml));
         }
         let settings: Settings = figment
             .extract()
