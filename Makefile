@@ -1,0 +1,27 @@
+# The two commands of the quick start: `make run` and `make test`.
+CARGO_TARGET_DIR ?= /var/tmp/ragvault-target
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ragvault
+export CARGO_TARGET_DIR DATABASE_URL
+
+.PHONY: run test lint fmt build
+
+## Run the service on the embedded default (local keyring in ./data, Postgres on 127.0.0.1:5432).
+run:
+	scripts/ensure-postgres.sh
+	scripts/ensure-database.sh
+	cargo run --release --bin ragvault -- serve
+
+## Run every test (unit, end-to-end through HTTP against real Postgres, CLI).
+test:
+	scripts/ensure-postgres.sh
+	cargo test --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+build:
+	cargo build --release --bin ragvault

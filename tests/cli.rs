@@ -1,0 +1,225 @@
+//! Tests of the `ragvault` binary itself: operator commands, configuration errors, and SIGTERM handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ragvault_testkit::{unique_slug, TestDatabase};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ragvault");
+
+/// A `ragvault` command against one test database and data directory, with nothing inherited from the
+/// developer's own configuration.
+fn ragvault(db: &TestDatabase, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RAGVAULT") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("DATABASE_URL", &db.url)
+        .env("RAGVAULT__DATA_DIR", data_dir)
+        .env("RAGVAULT__LOG__FORMAT", "json")
+        .env("RAGVAULT__LOG__LEVEL", "debug");
+    cmd
+}
+
+/// `key: value` lines printed by the operator commands.
+fn fields(output: &Output) -> HashMap<String, String> {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_until_serving(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early with {status}");
+        }
+        if http(port, "GET", "/healthz", None, None).starts_with("HTTP/1.1 200") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("server did not come up");
+}
+
+/// A minimal blocking HTTP/1.1 client, so the test controls exactly when each byte is sent.
+fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> String {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn json_body(response: &str) -> Value {
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn operator_commands_create_what_the_server_accepts() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+
+    let migrated = ragvault(&db, data.path()).arg("migrate").output().unwrap();
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+
+    let slug = unique_slug("cli");
+    let tenant = fields(&ragvault(&db, data.path()).args(["tenant", "create", &slug, "--sandbox"]).output().unwrap());
+    assert_eq!(tenant["slug"], slug);
+    assert_eq!(tenant["environment"], "sandbox");
+    let tenant_key = tenant["api_key"].clone();
+    assert!(tenant_key.starts_with("rvk_"));
+
+    // The same slug again, and an invalid slug, fail with a message and a non-zero exit, writing nothing.
+    let dup = ragvault(&db, data.path()).args(["tenant", "create", &slug]).output().unwrap();
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already taken"));
+    let bad = ragvault(&db, data.path()).args(["tenant", "create", "Not_A_Slug"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid tenant slug"));
+
+    let operator = fields(&ragvault(&db, data.path()).args(["admin-key", "create", "--name", "ops"]).output().unwrap());
+    let operator_key = operator["api_key"].clone();
+
+    let ask = fields(
+        &ragvault(&db, data.path())
+            .args(["keys", "create", "--tenant", &slug, "--scope", "ask"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(ask["scopes"], "ask");
+    let listed = ragvault(&db, data.path()).args(["keys", "list", "--tenant", &slug]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert_eq!(listing.lines().count(), 2);
+    assert!(!listing.contains(&tenant_key) && !listing.contains(&ask["api_key"]));
+
+    // The server, started on the same database and data directory, accepts what the CLI created.
+    let port = free_port();
+    let mut server = ragvault(&db, data.path())
+        .env("RAGVAULT__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_serving(port, &mut server);
+    let me = http(port, "GET", "/v1/whoami", Some(&tenant_key), None);
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+    let tenants = http(port, "GET", "/v1/admin/tenants", Some(&operator_key), None);
+    assert!(tenants.contains(&slug), "{tenants}");
+    let me = http(port, "GET", "/v1/whoami", Some(&ask["api_key"]), None);
+    assert_eq!(json_body(&me)["scopes"], serde_json::json!(["ask"]));
+
+    // Revoking through the CLI takes effect on the running server's next request.
+    let revoked = ragvault(&db, data.path())
+        .args(["keys", "revoke", "--tenant", &slug, &ask["api_key_id"]])
+        .output()
+        .unwrap();
+    assert!(revoked.status.success());
+    let me = http(port, "GET", "/v1/whoami", Some(&ask["api_key"]), None);
+    assert_eq!(json_body(&me)["error"]["code"], "api_key_revoked");
+
+    // SIGTERM while a request is in flight: that request completes, then the process exits cleanly.
+    let body = format!(r#"{{"slug":"{}"}}"#, unique_slug("sig"));
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /v1/admin/tenants HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {operator_key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{head}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(tail.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let output = server.wait_with_output().unwrap();
+    assert!(output.status.success(), "server exited with {}", output.status);
+
+    // Nothing the server or the CLI logged contains a key.
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("request finished"), "{logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    for key in [&tenant_key, &operator_key, &ask["api_key"]] {
+        let secret = key.rsplit('_').next().unwrap();
+        assert!(!logs.contains(secret));
+    }
+}
+
+#[test]
+fn configuration_errors_name_the_bad_key() {
+    let cases = [
+        ("RAGVAULT__HTTP__REQUEST_TIMEOUT_SECS", "0", "http.request_timeout_secs"),
+        ("RAGVAULT__HTTP__NO_SUCH_SETTING", "1", "no_such_setting"),
+        ("RAGVAULT__LISTEN", "not-an-address", "listen"),
+        ("RAGVAULT__CREDENTIALS__BACKEND", "floppy-disk", "backend"),
+        ("DATABASE_URL", "mysql://localhost/x", "database.url"),
+    ];
+    for (var, value, named) in cases {
+        let output = Command::new(BIN)
+            .env_remove("RAGVAULT_CONFIG")
+            .env(var, value)
+            .arg("migrate")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{var}={value} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(stderr.contains(named), "{var}={value}: {stderr}");
+    }
+    let missing = Command::new(BIN)
+        .env("RAGVAULT_CONFIG", "/nonexistent/ragvault.toml")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ragvault.toml"));
+}
+
+#[test]
+fn a_world_readable_master_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    let key = data.path().join("master.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(BIN)
+        .env_remove("RAGVAULT_CONFIG")
+        .env("RAGVAULT__DATA_DIR", data.path())
+        .args(["admin-key", "create"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains(&"ab".repeat(32)));
+}
