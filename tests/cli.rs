@@ -30,7 +30,11 @@ fn ragvault(db: &TestDatabase, data_dir: &Path) -> Command {
 
 /// `key: value` lines printed by the operator commands.
 fn fields(output: &Output) -> HashMap<String, String> {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.split_once(": "))
@@ -39,7 +43,11 @@ fn fields(output: &Output) -> HashMap<String, String> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_until_serving(port: u16, child: &mut Child) {
@@ -61,7 +69,9 @@ fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&st
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
-    let auth = key.map(|k| format!("authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let auth = key
+        .map(|k| format!("authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
     let body = body.unwrap_or("");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{auth}\
@@ -75,7 +85,10 @@ fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&st
 }
 
 fn json_body(response: &str) -> Value {
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
@@ -85,24 +98,44 @@ async fn operator_commands_create_what_the_server_accepts() {
     let data = tempfile::tempdir().unwrap();
 
     let migrated = ragvault(&db, data.path()).arg("migrate").output().unwrap();
-    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
 
     let slug = unique_slug("cli");
-    let tenant = fields(&ragvault(&db, data.path()).args(["tenant", "create", &slug, "--sandbox"]).output().unwrap());
+    let tenant = fields(
+        &ragvault(&db, data.path())
+            .args(["tenant", "create", &slug, "--sandbox"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(tenant["slug"], slug);
     assert_eq!(tenant["environment"], "sandbox");
     let tenant_key = tenant["api_key"].clone();
     assert!(tenant_key.starts_with("rvk_"));
 
     // The same slug again, and an invalid slug, fail with a message and a non-zero exit, writing nothing.
-    let dup = ragvault(&db, data.path()).args(["tenant", "create", &slug]).output().unwrap();
+    let dup = ragvault(&db, data.path())
+        .args(["tenant", "create", &slug])
+        .output()
+        .unwrap();
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already taken"));
-    let bad = ragvault(&db, data.path()).args(["tenant", "create", "Not_A_Slug"]).output().unwrap();
+    let bad = ragvault(&db, data.path())
+        .args(["tenant", "create", "Not_A_Slug"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid tenant slug"));
 
-    let operator = fields(&ragvault(&db, data.path()).args(["admin-key", "create", "--name", "ops"]).output().unwrap());
+    let operator = fields(
+        &ragvault(&db, data.path())
+            .args(["admin-key", "create", "--name", "ops"])
+            .output()
+            .unwrap(),
+    );
     let operator_key = operator["api_key"].clone();
 
     let ask = fields(
@@ -112,7 +145,10 @@ async fn operator_commands_create_what_the_server_accepts() {
             .unwrap(),
     );
     assert_eq!(ask["scopes"], "ask");
-    let listed = ragvault(&db, data.path()).args(["keys", "list", "--tenant", &slug]).output().unwrap();
+    let listed = ragvault(&db, data.path())
+        .args(["keys", "list", "--tenant", &slug])
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert_eq!(listing.lines().count(), 2);
     assert!(!listing.contains(&tenant_key) && !listing.contains(&ask["api_key"]));
@@ -156,7 +192,10 @@ async fn operator_commands_create_what_the_server_accepts() {
     .unwrap();
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     std::thread::sleep(Duration::from_millis(300));
     stream.write_all(tail.as_bytes()).unwrap();
@@ -164,7 +203,11 @@ async fn operator_commands_create_what_the_server_accepts() {
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let output = server.wait_with_output().unwrap();
-    assert!(output.status.success(), "server exited with {}", output.status);
+    assert!(
+        output.status.success(),
+        "server exited with {}",
+        output.status
+    );
 
     // Nothing the server or the CLI logged contains a key.
     let logs = String::from_utf8_lossy(&output.stderr);
@@ -179,7 +222,11 @@ async fn operator_commands_create_what_the_server_accepts() {
 #[test]
 fn configuration_errors_name_the_bad_key() {
     let cases = [
-        ("RAGVAULT__HTTP__REQUEST_TIMEOUT_SECS", "0", "http.request_timeout_secs"),
+        (
+            "RAGVAULT__HTTP__REQUEST_TIMEOUT_SECS",
+            "0",
+            "http.request_timeout_secs",
+        ),
         ("RAGVAULT__HTTP__NO_SUCH_SETTING", "1", "no_such_setting"),
         ("RAGVAULT__LISTEN", "not-an-address", "listen"),
         ("RAGVAULT__CREDENTIALS__BACKEND", "floppy-disk", "backend"),

@@ -344,3 +344,17 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The checked-in production example must stay loadable as the configuration evolves.
+    #[test]
+    fn production_example_is_valid() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/production.example.toml");
+        let settings = Settings::load_from(Some(&path), &[]).unwrap();
+        assert_eq!(settings.log.format, LogFormat::Json);
+    }
+}
