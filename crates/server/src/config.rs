@@ -3,7 +3,7 @@
 //! opened or connected until the whole configuration has been validated.
 
 use figment::providers::{Env, Format, Toml};
-use figment::{Figment, Source};
+use figment::Figment;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -150,7 +150,7 @@ impl Settings {
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         let mut problems = settings.problems();
-        if let Some(problem) = password_in_file(&figment, &settings.database.url) {
+        if let Some(problem) = password_in_file(file) {
             problems.push(problem);
         }
         if problems.is_empty() {
@@ -226,13 +226,12 @@ impl Settings {
 }
 
 /// A database password written into a config file is a secret in a config file: refuse it and say where
-/// it belongs instead.
-fn password_in_file(figment: &Figment, url: &str) -> Option<String> {
-    let from_file = figment
-        .find_metadata("database.url")
-        .and_then(|meta| meta.source.as_ref())
-        .is_some_and(|source| matches!(source, Source::File(_)));
-    (from_file && url_has_password(url)).then(|| {
+/// it belongs instead. Checks the file itself, so the file is refused even when the environment overrides it.
+fn password_in_file(file: Option<&Path>) -> Option<String> {
+    let url: String = Figment::from(Toml::file(file?))
+        .extract_inner("database.url")
+        .ok()?;
+    url_has_password(&url).then(|| {
         "database.url: contains a password, and config files must hold no secrets; \
          set DATABASE_URL or use a ~/.pgpass file"
             .to_owned()
