@@ -104,6 +104,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().context("loading configuration")?;
     ragvault_server::telemetry::init(&settings.log, std::io::stderr);
+    ragvault_server::telemetry::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

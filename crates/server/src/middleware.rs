@@ -106,9 +106,74 @@ pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) ->
     }
 }
 
+/// Turns a panicking handler into a plain 500 (rendered as the envelope by [`request_envelope`]). The
+/// panic payload is neither logged nor returned: it may hold request data.
+pub fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// The same layer order as the real router, around test handlers.
+    fn wrapped(router: Router) -> Router {
+        router
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_response,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(50),
+                timeout,
+            ))
+            .layer(axum::middleware::from_fn(request_envelope))
+    }
+
+    async fn call(router: Router, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn slow_handlers_time_out_with_the_envelope() {
+        let router = wrapped(Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        ));
+        let (status, body) = call(router, "/slow").await;
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["error"]["code"], "timeout");
+        assert!(body["error"]["request_id"].is_string());
+    }
+
+    #[tokio::test]
+    async fn panics_become_500_without_the_panic_message() {
+        let router = wrapped(Router::new().route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("secret-ish detail rvk_abc");
+                }
+                "unreachable"
+            }),
+        ));
+        let (status, body) = call(router, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("secret-ish"));
+    }
 
     #[test]
     fn request_id_filter() {

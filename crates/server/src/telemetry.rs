@@ -26,3 +26,15 @@ where
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// Replaces the default panic hook, which prints the panic message to stderr: a message may contain request
+/// data or key material. The replacement logs where the panic happened, never what it said.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic (message withheld: it may contain sensitive data)");
+    }));
+}

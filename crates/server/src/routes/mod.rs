@@ -7,6 +7,7 @@ use crate::middleware;
 use crate::state::AppState;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 
 /// The whole HTTP surface. Kept as a function of the state so tests can drive it without a socket.
@@ -45,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn_with_state(
             timeout,
             middleware::timeout,
