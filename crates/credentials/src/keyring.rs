@@ -8,7 +8,7 @@ use rand::RngCore;
 use ring::hmac;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroize;
 
@@ -104,7 +104,11 @@ impl LocalKeyring {
 
 fn create_key_file(path: &Path) -> std::io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)?;
+        // A directory we create for key material is private too; an existing one is left as it is.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
     }
     let mut key = [0u8; MASTER_KEY_LEN];
     OsRng.fill_bytes(&mut key);
@@ -139,6 +143,12 @@ mod tests {
         let first = LocalKeyring::open_or_create(&path).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        let dir_mode = fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
         let second = LocalKeyring::open_or_create(&path).unwrap();
         assert_eq!(
             first.derive("x").expose_secret(),

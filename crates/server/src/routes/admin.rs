@@ -45,20 +45,16 @@ pub async fn create_tenant(
         .access
         .create_tenant(slug, request.environment, &caller.context())
         .await?;
-    let tenant = &created.tenant;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": tenant.id,
-            "slug": tenant.slug,
-            "environment": tenant.environment,
-            "status": tenant.status,
-            "created_at": created.key.created_at.format(&time::format_description::well_known::Rfc3339).ok(),
-            "api_key": created.api_key.expose_secret(),
-            "api_key_id": created.key.id,
-            "scopes": created.key.scopes,
-        })),
-    ))
+    let mut body = json!(created.tenant);
+    if let Some(map) = body.as_object_mut() {
+        map.insert(
+            "api_key".to_owned(),
+            Value::String(created.api_key.expose_secret().clone()),
+        );
+        map.insert("api_key_id".to_owned(), json!(created.key.id));
+        map.insert("scopes".to_owned(), json!(created.key.scopes));
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 pub async fn list_tenants(
