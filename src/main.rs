@@ -37,8 +37,8 @@ enum Command {
     #[command(subcommand, name = "admin-key")]
     AdminKey(AdminKeyCommand),
     /// Manage a tenant's API keys.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
 }
 
 #[derive(Subcommand)]
@@ -72,7 +72,7 @@ enum AdminKeyCommand {
 }
 
 #[derive(Subcommand)]
-enum KeysCommand {
+enum ApiKeyCommand {
     /// Issue a key for a tenant with the given scopes (shown once).
     Create {
         #[arg(long)]
@@ -123,7 +123,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         }
         Command::Tenant(cmd) => tenant(cmd, &settings).await,
         Command::AdminKey(cmd) => admin_key(cmd, &settings).await,
-        Command::Keys(cmd) => keys(cmd, &settings).await,
+        Command::ApiKey(cmd) => api_key(cmd, &settings).await,
     }
 }
 
@@ -228,10 +228,10 @@ async fn admin_key(cmd: AdminKeyCommand, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-async fn keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
+async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
     let (store, access) = operator_tools(settings).await?;
     match cmd {
-        KeysCommand::Create {
+        ApiKeyCommand::Create {
             tenant,
             scopes,
             name,
@@ -250,7 +250,7 @@ async fn keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
             println!("api_key: {}", issued.api_key.expose_secret());
             eprintln!("Store the API key now: it is shown only once.");
         }
-        KeysCommand::List { tenant } => {
+        ApiKeyCommand::List { tenant } => {
             let t = store.get_tenant_by_slug(&tenant).await?;
             for k in store.list_api_keys(t.id).await? {
                 let state = if k.revoked_at.is_some() {
@@ -268,7 +268,7 @@ async fn keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
                 );
             }
         }
-        KeysCommand::Revoke { tenant, key_id } => {
+        ApiKeyCommand::Revoke { tenant, key_id } => {
             let t = store.get_tenant_by_slug(&tenant).await?;
             let id: ApiKeyId = key_id.parse().context("key id must be a UUID")?;
             access.revoke_api_key(t.id, id, &cli_context()).await?;

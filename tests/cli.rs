@@ -140,13 +140,13 @@ async fn operator_commands_create_what_the_server_accepts() {
 
     let ask = fields(
         &ragvault(&db, data.path())
-            .args(["keys", "create", "--tenant", &slug, "--scope", "ask"])
+            .args(["api-key", "create", "--tenant", &slug, "--scope", "ask"])
             .output()
             .unwrap(),
     );
     assert_eq!(ask["scopes"], "ask");
     let listed = ragvault(&db, data.path())
-        .args(["keys", "list", "--tenant", &slug])
+        .args(["api-key", "list", "--tenant", &slug])
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -172,7 +172,7 @@ async fn operator_commands_create_what_the_server_accepts() {
 
     // Revoking through the CLI takes effect on the running server's next request.
     let revoked = ragvault(&db, data.path())
-        .args(["keys", "revoke", "--tenant", &slug, &ask["api_key_id"]])
+        .args(["api-key", "revoke", "--tenant", &slug, &ask["api_key_id"]])
         .output()
         .unwrap();
     assert!(revoked.status.success());
