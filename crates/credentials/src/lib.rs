@@ -1,17 +1,25 @@
 //! Key material for ragvault.
 //!
 //! Architecture invariant: this is the only crate that holds key material, reads key files, talks to a
-//! key source, or uses `ring`. Everything it hands out is wrapped in [`Secret`] or is a one-way value
-//! (a keyed hash) that reveals nothing about the key.
+//! key source (Vault/OpenBao or the local keyring), or uses `ring`. Everything it hands out is wrapped in
+//! [`Secret`], lent inside a closure ([`Lease::with_key`]), or is a one-way value (a keyed hash).
 
 mod api_key;
 mod error;
 mod keyring;
+mod lease;
+mod provider;
+mod provider_keyring;
 mod secret;
 mod source;
+mod vault;
 
 pub use api_key::{ApiKeyHasher, IssuedKey, MalformedKey, PresentedKey, API_KEY_PREFIX};
-pub use error::CredentialsError;
+pub use error::{CredentialsError, RevokedState};
 pub use keyring::LocalKeyring;
+pub use lease::{CredentialEvent, CredentialEventSink, Lease, LeaseManager, LeaseSettings, LeaseStatus};
+pub use provider::{operator_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef};
+pub use provider_keyring::{KeyVersionInfo, SealedKeyring};
 pub use secret::Secret;
-pub use source::KeySource;
+pub use source::{KeySource, API_KEY_HASH_PATH};
+pub use vault::{VaultBackend, VaultConfig};

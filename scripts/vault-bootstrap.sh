@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Prepares a Vault/OpenBao server for ragvault: enables AppRole, KV v2 and transit, writes the ragvault
+# policy (config/vault/ragvault.hcl), creates the `ragvault` AppRole, writes ragvault's API-key hashing key,
+# and writes a secret_id to the file given as $1 (mode 0600). Prints the role_id on stdout.
+#
+# Needs: the `bao` (or `vault`) CLI, BAO_ADDR/VAULT_ADDR and an admin BAO_TOKEN/VAULT_TOKEN in the environment.
+# Optional: RAGVAULT_TOKEN_TTL (default 1h), RAGVAULT_WRAP_TTL (response-wrap the secret_id for this long).
+set -euo pipefail
+
+secret_id_file=${1:?usage: vault-bootstrap.sh SECRET_ID_FILE}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cli=$(command -v bao || command -v vault || true)
+[ -n "$cli" ] || { echo "vault-bootstrap: neither bao nor vault is installed" >&2; exit 1; }
+export BAO_ADDR=${BAO_ADDR:-${VAULT_ADDR:-}} VAULT_ADDR=${VAULT_ADDR:-${BAO_ADDR:-}}
+export BAO_TOKEN=${BAO_TOKEN:-${VAULT_TOKEN:-}} VAULT_TOKEN=${VAULT_TOKEN:-${BAO_TOKEN:-}}
+token_ttl=${RAGVAULT_TOKEN_TTL:-1h}
+
+enabled() { "$cli" "$1" list -format=json | grep -q "\"$2/\""; }
+enabled auth approle || "$cli" auth enable approle >/dev/null
+enabled secrets secret || "$cli" secrets enable -path=secret -version=2 kv >/dev/null
+enabled secrets transit || "$cli" secrets enable transit >/dev/null
+
+"$cli" policy write ragvault "$here/config/vault/ragvault.hcl" >/dev/null
+"$cli" write auth/approle/role/ragvault token_policies=ragvault token_ttl="$token_ttl" \
+  token_max_ttl=24h secret_id_num_uses=0 >/dev/null
+
+# The key ragvault hashes API keys with: generated once, never rotated silently (rotation would invalidate
+# every issued API key).
+if ! "$cli" kv get -mount=secret ragvault/internal/api-key-hash >/dev/null 2>&1; then
+  key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  "$cli" kv put -mount=secret ragvault/internal/api-key-hash key="$key" >/dev/null
+fi
+
+role_id=$("$cli" read -field=role_id auth/approle/role/ragvault/role-id)
+umask 077
+if [ -n "${RAGVAULT_WRAP_TTL:-}" ]; then
+  "$cli" write -f -wrap-ttl="$RAGVAULT_WRAP_TTL" -field=wrapping_token auth/approle/role/ragvault/secret-id >"$secret_id_file"
+else
+  "$cli" write -f -field=secret_id auth/approle/role/ragvault/secret-id >"$secret_id_file"
+fi
+echo "$role_id"
