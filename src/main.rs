@@ -7,11 +7,14 @@ use clap::{Parser, Subcommand};
 use ragvault_core::{
     ApiKeyId, Environment, OperatorKeyId, Scope, Scopes, TenantSlug, TenantStatus,
 };
+use ragvault_credentials::{operator_path, tenant_path, validate_provider_name, Secret};
 use ragvault_gateway::{AccessControl, RequestContext};
 use ragvault_server::{open_key_source, open_store, Application, Settings};
 use ragvault_store::Store;
+use std::io::Read;
 use std::time::Duration;
 use time::OffsetDateTime;
+use zeroize::Zeroize;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +42,32 @@ enum Command {
     /// Manage a tenant's API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Manage provider keys in the local keyring (with Vault, write them with `bao kv put`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Store a new version of a provider key, read from standard input (never from the command line).
+    Set {
+        provider: String,
+        /// A tenant's own key for this provider, instead of the operator-wide one.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        base_url: Option<String>,
+        #[arg(long)]
+        organization: Option<String>,
+    },
+    /// List provider key versions (never the keys).
+    List,
+    /// Revoke the current version of a provider key.
+    Delete {
+        provider: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +153,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::Tenant(cmd) => tenant(cmd, &settings).await,
         Command::AdminKey(cmd) => admin_key(cmd, &settings).await,
         Command::ApiKey(cmd) => api_key(cmd, &settings).await,
+        Command::Keys(cmd) => provider_keys(cmd, &settings).await,
     }
 }
 
@@ -139,7 +169,7 @@ async fn serve(settings: Settings) -> Result<()> {
 
 /// The store (migrated) and access control for operator commands.
 async fn operator_tools(settings: &Settings) -> Result<(Store, AccessControl)> {
-    let key_source = open_key_source(settings)?;
+    let key_source = open_key_source(settings).await?;
     let store = open_store(settings)?;
     store.migrate().await.context("applying migrations")?;
     let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
@@ -273,6 +303,78 @@ async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
             let id: ApiKeyId = key_id.parse().context("key id must be a UUID")?;
             access.revoke_api_key(t.id, id, &cli_context()).await?;
             println!("api key {id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// The KV path of a provider key, resolving a tenant slug to its id.
+async fn provider_key_path(
+    settings: &Settings,
+    provider: &str,
+    tenant: Option<String>,
+) -> Result<String> {
+    validate_provider_name(provider)?;
+    Ok(match tenant {
+        None => operator_path(provider),
+        Some(slug) => {
+            let store = open_store(settings)?;
+            let tenant = store
+                .get_tenant_by_slug(&slug)
+                .await
+                .context("looking up the tenant")?;
+            tenant_path(tenant.id, provider)
+        }
+    })
+}
+
+async fn provider_keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
+    let source = open_key_source(settings).await?;
+    let Some(keyring) = source.sealed_keyring() else {
+        bail!(
+            "provider keys live in Vault with credentials.backend = \"vault\"; write them there, e.g. \
+             `bao kv put -mount={} ragvault/providers/PROVIDER api_key=-` (reads the key from stdin)",
+            settings.vault.kv_mount
+        );
+    };
+    match cmd {
+        KeysCommand::Set {
+            provider,
+            tenant,
+            base_url,
+            organization,
+        } => {
+            let path = provider_key_path(settings, &provider, tenant).await?;
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the key from stdin")?;
+            let key = Secret::new(input.trim().to_owned());
+            input.zeroize();
+            if key.expose_secret().is_empty() {
+                bail!("no key on standard input: pipe it in, e.g. `ragvault keys set {provider} < key.txt`");
+            }
+            let version = keyring.set(&path, &key, base_url, organization)?;
+            println!("{path}: version {version} stored");
+        }
+        KeysCommand::List => {
+            for v in keyring.list()? {
+                let state = if v.deleted {
+                    "deleted"
+                } else if v.current {
+                    "current"
+                } else {
+                    "old"
+                };
+                println!("{}\tv{}\t{}\t{}", v.path, v.version, v.created_at, state);
+            }
+        }
+        KeysCommand::Delete { provider, tenant } => {
+            let path = provider_key_path(settings, &provider, tenant).await?;
+            match keyring.delete_current(&path)? {
+                Some(version) => println!("{path}: version {version} deleted"),
+                None => bail!("no key stored at {path}"),
+            }
         }
     }
     Ok(())

@@ -31,11 +31,15 @@ pub enum CredentialsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]
+    #[error(
+        "key file {path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`"
+    )]
     InsecurePermissions { path: PathBuf, mode: u32 },
     #[error("key file {path} is malformed: {reason}")]
     MalformedKeyFile { path: PathBuf, reason: &'static str },
-    #[error("keyring {path} could not be opened: it was modified or sealed under another master key")]
+    #[error(
+        "keyring {path} could not be opened: it was modified or sealed under another master key"
+    )]
     KeyringTampered { path: PathBuf },
     #[error("the operating system's random number generator failed")]
     Random,

@@ -75,10 +75,23 @@ impl Lease {
 /// What happened to a lease, for the audit log and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CredentialEvent {
-    Leased { key_ref: ProviderKeyRef, version: u64 },
-    Rotated { key_ref: ProviderKeyRef, from: u64, to: u64 },
-    Revoked { key_ref: ProviderKeyRef, reason: String },
-    RefreshFailed { key_ref: ProviderKeyRef, error: String },
+    Leased {
+        key_ref: ProviderKeyRef,
+        version: u64,
+    },
+    Rotated {
+        key_ref: ProviderKeyRef,
+        from: u64,
+        to: u64,
+    },
+    Revoked {
+        key_ref: ProviderKeyRef,
+        reason: String,
+    },
+    RefreshFailed {
+        key_ref: ProviderKeyRef,
+        error: String,
+    },
 }
 
 /// Receives lease events (the server writes them to the audit log). Must not block.
@@ -179,7 +192,11 @@ impl LeaseManager {
 
     /// The answer the cache can give without the key source: a usable lease, or a known reason there is
     /// none (revoked, or the source failed recently and its retry time has not come).
-    fn cached(&self, key_ref: &ProviderKeyRef, slot: &Slot) -> Option<Result<Arc<Lease>, CredentialsError>> {
+    fn cached(
+        &self,
+        key_ref: &ProviderKeyRef,
+        slot: &Slot,
+    ) -> Option<Result<Arc<Lease>, CredentialsError>> {
         let now = Instant::now();
         let state = slot.state();
         if let Some(lease) = state.lease.as_ref().filter(|l| l.is_usable(now)) {
@@ -214,7 +231,10 @@ impl LeaseManager {
     }
 
     /// Re-reads the key now (operator request, or a rotation announced out of band).
-    pub async fn force_refresh(&self, key_ref: &ProviderKeyRef) -> Result<Arc<Lease>, CredentialsError> {
+    pub async fn force_refresh(
+        &self,
+        key_ref: &ProviderKeyRef,
+    ) -> Result<Arc<Lease>, CredentialsError> {
         validate_provider_name(&key_ref.provider)?;
         let slot = self.slot(key_ref);
         let _fetching = slot.fetch_lock.lock().await;
@@ -244,7 +264,11 @@ impl LeaseManager {
         Ok(fresh)
     }
 
-    async fn fetch_into(&self, key_ref: &ProviderKeyRef, slot: &Slot) -> Result<Arc<Lease>, CredentialsError> {
+    async fn fetch_into(
+        &self,
+        key_ref: &ProviderKeyRef,
+        slot: &Slot,
+    ) -> Result<Arc<Lease>, CredentialsError> {
         let result = self.source.fetch_provider_key(key_ref).await;
         let now = Instant::now();
         let mut events = Vec::new();
@@ -254,11 +278,13 @@ impl LeaseManager {
                 Ok(fetched) => {
                     let lease = Arc::new(self.new_lease(key_ref, fetched, now));
                     match &state.lease {
-                        Some(old) if old.version != lease.version => events.push(CredentialEvent::Rotated {
-                            key_ref: key_ref.clone(),
-                            from: old.version,
-                            to: lease.version,
-                        }),
+                        Some(old) if old.version != lease.version => {
+                            events.push(CredentialEvent::Rotated {
+                                key_ref: key_ref.clone(),
+                                from: old.version,
+                                to: lease.version,
+                            })
+                        }
                         Some(_) => {}
                         None => events.push(CredentialEvent::Leased {
                             key_ref: key_ref.clone(),
@@ -278,7 +304,8 @@ impl LeaseManager {
                     // Keep serving the lease we have until its hard expiry; retry with backoff.
                     state.failures = state.failures.saturating_add(1);
                     state.refreshes_failed += 1;
-                    let backoff = Duration::from_secs(1u64 << state.failures.min(6)).min(self.settings.soft_ttl);
+                    let backoff = Duration::from_secs(1u64 << state.failures.min(6))
+                        .min(self.settings.soft_ttl);
                     state.next_retry = Some(now + backoff);
                     state.last_error = Some(e.to_string());
                     events.push(CredentialEvent::RefreshFailed {
@@ -399,10 +426,15 @@ impl LeaseManager {
                     source: lease.map(|l| l.source.clone()),
                     key_version: lease.map(|l| l.version),
                     lease_age_secs: lease.map(|l| l.age().as_secs()),
-                    refresh_in_secs: lease.map(|l| l.soft_expiry.saturating_duration_since(now).as_secs()),
-                    expires_in_secs: lease.map(|l| l.hard_expiry.saturating_duration_since(now).as_secs()),
+                    refresh_in_secs: lease
+                        .map(|l| l.soft_expiry.saturating_duration_since(now).as_secs()),
+                    expires_in_secs: lease
+                        .map(|l| l.hard_expiry.saturating_duration_since(now).as_secs()),
                     last_refresh: state.last_refresh,
-                    last_error: state.unavailable.clone().or_else(|| state.last_error.clone()),
+                    last_error: state
+                        .unavailable
+                        .clone()
+                        .or_else(|| state.last_error.clone()),
                     refreshes_ok: state.refreshes_ok,
                     refreshes_failed: state.refreshes_failed,
                 }

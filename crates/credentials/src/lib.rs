@@ -17,8 +17,12 @@ mod vault;
 pub use api_key::{ApiKeyHasher, IssuedKey, MalformedKey, PresentedKey, API_KEY_PREFIX};
 pub use error::{CredentialsError, RevokedState};
 pub use keyring::LocalKeyring;
-pub use lease::{CredentialEvent, CredentialEventSink, Lease, LeaseManager, LeaseSettings, LeaseStatus};
-pub use provider::{operator_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef};
+pub use lease::{
+    CredentialEvent, CredentialEventSink, Lease, LeaseManager, LeaseSettings, LeaseStatus,
+};
+pub use provider::{
+    operator_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef,
+};
 pub use provider_keyring::{KeyVersionInfo, SealedKeyring};
 pub use secret::Secret;
 pub use source::{KeySource, API_KEY_HASH_PATH};

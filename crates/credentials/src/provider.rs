@@ -83,7 +83,11 @@ impl fmt::Debug for FetchedKey {
 }
 
 /// Turns a KV read into a key, checking the fields. `display_path` is what errors name.
-pub(crate) fn parse_read(read: KvRead, display_path: &str, source: String) -> Result<FetchedKey, CredentialsError> {
+pub(crate) fn parse_read(
+    read: KvRead,
+    display_path: &str,
+    source: String,
+) -> Result<FetchedKey, CredentialsError> {
     let (mut data, version) = match read {
         KvRead::Found { data, version } => (data, version),
         KvRead::Revoked(state) => {
@@ -103,12 +107,12 @@ pub(crate) fn parse_read(read: KvRead, display_path: &str, source: String) -> Re
         Some(_) => return Err(malformed("field `api_key` is not a string")),
         None => return Err(malformed("required field `api_key` is missing")),
     };
-    let optional = |data: &mut serde_json::Map<String, serde_json::Value>, field: &str| {
-        match data.remove(field) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(malformed(&format!("field `{field}` is not a string"))),
-        }
+    let optional = |data: &mut serde_json::Map<String, serde_json::Value>, field: &str| match data
+        .remove(field)
+    {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(malformed(&format!("field `{field}` is not a string"))),
     };
     let base_url = optional(&mut data, "base_url")?;
     if let Some(url) = &base_url {
@@ -146,7 +150,9 @@ mod tests {
     #[test]
     fn parses_fields_and_rejects_bad_ones_without_echoing_values() {
         let ok = parse_read(
-            found(json!({"api_key": "sk-test-123", "base_url": "https://x", "organization": "org"})),
+            found(
+                json!({"api_key": "sk-test-123", "base_url": "https://x", "organization": "org"}),
+            ),
             "p",
             "s".into(),
         )
@@ -159,13 +165,23 @@ mod tests {
             (json!({}), "missing"),
             (json!({"api_key": ""}), "empty"),
             (json!({"api_key": 42}), "not a string"),
-            (json!({"api_key": "sk-x", "base_url": "ftp://nope"}), "base_url"),
-            (json!({"api_key": "sk-x", "organization": 7}), "organization"),
+            (
+                json!({"api_key": "sk-x", "base_url": "ftp://nope"}),
+                "base_url",
+            ),
+            (
+                json!({"api_key": "sk-x", "organization": 7}),
+                "organization",
+            ),
         ] {
-            let err = parse_read(found(bad), "secret/ragvault/providers/openai", "s".into()).unwrap_err();
+            let err =
+                parse_read(found(bad), "secret/ragvault/providers/openai", "s".into()).unwrap_err();
             let message = err.to_string();
             assert!(message.contains(needle), "{message}");
-            assert!(message.contains("secret/ragvault/providers/openai"), "{message}");
+            assert!(
+                message.contains("secret/ragvault/providers/openai"),
+                "{message}"
+            );
             assert!(!message.contains("sk-x"), "{message}");
         }
     }

@@ -64,14 +64,17 @@ pub struct SealedKeyring {
 
 impl std::fmt::Debug for SealedKeyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedKeyring").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SealedKeyring")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 impl SealedKeyring {
     pub fn new(master: &LocalKeyring, path: &Path) -> Result<SealedKeyring, CredentialsError> {
         let derived = master.derive("provider-keyring-seal/v1");
-        let unbound = UnboundKey::new(&AES_256_GCM, derived.expose_secret()).map_err(|_| CredentialsError::Random)?;
+        let unbound = UnboundKey::new(&AES_256_GCM, derived.expose_secret())
+            .map_err(|_| CredentialsError::Random)?;
         Ok(SealedKeyring {
             path: path.to_owned(),
             key: LessSafeKey::new(unbound),
@@ -93,7 +96,9 @@ impl SealedKeyring {
                 })
             }
         };
-        let tampered = || CredentialsError::KeyringTampered { path: self.path.clone() };
+        let tampered = || CredentialsError::KeyringTampered {
+            path: self.path.clone(),
+        };
         if bytes.len() < MAGIC.len() + NONCE_LEN || !bytes.starts_with(MAGIC) {
             return Err(tampered());
         }
@@ -103,7 +108,11 @@ impl SealedKeyring {
         let mut sealed = bytes.split_off(MAGIC.len() + NONCE_LEN);
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(MAGIC), &mut sealed)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(MAGIC),
+                &mut sealed,
+            )
             .map_err(|_| tampered())?;
         let parsed = serde_json::from_slice::<Document>(plain);
         sealed.zeroize();
@@ -115,12 +124,17 @@ impl SealedKeyring {
             path: self.path.clone(),
             source,
         };
-        let mut plain = serde_json::to_vec(doc).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let mut plain =
+            serde_json::to_vec(doc).map_err(|e| io(std::io::Error::other(e.to_string())))?;
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| CredentialsError::Random)?;
-        let sealed = self
-            .key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(MAGIC), &mut plain);
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| CredentialsError::Random)?;
+        let sealed = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(MAGIC),
+            &mut plain,
+        );
         if sealed.is_err() {
             plain.zeroize();
             return Err(CredentialsError::Random);
@@ -131,7 +145,9 @@ impl SealedKeyring {
         file_bytes.extend_from_slice(&plain);
         // Write a private temporary file and rename it over the old one: readers see the old or the new
         // keyring, never half of one.
-        let tmp = self.path.with_extension(format!("tmp.{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.{}", std::process::id()));
         let written = OpenOptions::new()
             .write(true)
             .create(true)
@@ -243,7 +259,9 @@ mod tests {
 
     fn read_key(ring: &SealedKeyring, path: &str) -> (String, u64) {
         match ring.read(path).unwrap() {
-            KvRead::Found { data, version } => (data["api_key"].as_str().unwrap().to_owned(), version),
+            KvRead::Found { data, version } => {
+                (data["api_key"].as_str().unwrap().to_owned(), version)
+            }
             KvRead::Revoked(state) => panic!("revoked: {state}"),
         }
     }
@@ -253,12 +271,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ring = keyring(dir.path());
         let path = "ragvault/providers/openai";
-        assert!(matches!(ring.read(path).unwrap(), KvRead::Revoked(RevokedState::Missing)));
-        assert_eq!(ring.set(path, &Secret::new("sk-one".into()), None, None).unwrap(), 1);
-        assert_eq!(ring.set(path, &Secret::new("sk-two".into()), None, Some("org".into())).unwrap(), 2);
+        assert!(matches!(
+            ring.read(path).unwrap(),
+            KvRead::Revoked(RevokedState::Missing)
+        ));
+        assert_eq!(
+            ring.set(path, &Secret::new("sk-one".into()), None, None)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            ring.set(
+                path,
+                &Secret::new("sk-two".into()),
+                None,
+                Some("org".into())
+            )
+            .unwrap(),
+            2
+        );
         assert_eq!(read_key(&ring, path), ("sk-two".to_owned(), 2));
         // Another handle on the same files (another process) sees the same keys.
-        assert_eq!(read_key(&keyring(dir.path()), path), ("sk-two".to_owned(), 2));
+        assert_eq!(
+            read_key(&keyring(dir.path()), path),
+            ("sk-two".to_owned(), 2)
+        );
         assert_eq!(ring.delete_current(path).unwrap(), Some(2));
         assert!(matches!(
             ring.read(path).unwrap(),
@@ -271,37 +308,60 @@ mod tests {
         let bytes = fs::read(ring.path()).unwrap();
         assert!(!bytes.windows(6).any(|w| w == b"sk-one"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(ring.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(ring.path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]
     fn tampering_and_a_foreign_master_key_are_detected() {
         let dir = tempfile::tempdir().unwrap();
         let ring = keyring(dir.path());
-        ring.set("ragvault/providers/openai", &Secret::new("sk-one".into()), None, None).unwrap();
+        ring.set(
+            "ragvault/providers/openai",
+            &Secret::new("sk-one".into()),
+            None,
+            None,
+        )
+        .unwrap();
         let mut bytes = fs::read(ring.path()).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(ring.path(), &bytes).unwrap();
         let err = ring.read("ragvault/providers/openai").err().unwrap();
-        assert!(matches!(err, CredentialsError::KeyringTampered { .. }), "{err}");
+        assert!(
+            matches!(err, CredentialsError::KeyringTampered { .. }),
+            "{err}"
+        );
 
         let other = tempfile::tempdir().unwrap();
         let ring = keyring(dir.path());
         let foreign = keyring(other.path());
         fs::remove_file(ring.path()).unwrap();
-        ring.set("p", &Secret::new("sk-x".into()), None, None).unwrap();
+        ring.set("p", &Secret::new("sk-x".into()), None, None)
+            .unwrap();
         fs::copy(ring.path(), foreign.path()).unwrap();
-        assert!(matches!(foreign.read("p").err().unwrap(), CredentialsError::KeyringTampered { .. }));
+        assert!(matches!(
+            foreign.read("p").err().unwrap(),
+            CredentialsError::KeyringTampered { .. }
+        ));
     }
 
     #[test]
     fn an_unwritable_keyring_names_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let master = LocalKeyring::open_or_create(&dir.path().join("master.key")).unwrap();
-        let ring = SealedKeyring::new(&master, Path::new("/nonexistent-dir/providers.sealed")).unwrap();
-        let err = ring.set("p", &Secret::new("sk-x".into()), None, None).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-dir/providers.sealed"), "{err}");
+        let ring =
+            SealedKeyring::new(&master, Path::new("/nonexistent-dir/providers.sealed")).unwrap();
+        let err = ring
+            .set("p", &Secret::new("sk-x".into()), None, None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/nonexistent-dir/providers.sealed"),
+            "{err}"
+        );
         assert!(!err.to_string().contains("sk-x"));
     }
 }

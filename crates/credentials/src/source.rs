@@ -1,4 +1,6 @@
-use crate::provider::{is_missing, operator_path, parse_read, tenant_path, FetchedKey, ProviderKeyRef};
+use crate::provider::{
+    is_missing, operator_path, parse_read, tenant_path, FetchedKey, ProviderKeyRef,
+};
 use crate::provider_keyring::SealedKeyring;
 use crate::vault::{KvRead, VaultBackend, VaultConfig};
 use crate::{ApiKeyHasher, CredentialsError, LocalKeyring, Secret};
@@ -26,7 +28,10 @@ pub enum KeySource {
 
 impl KeySource {
     /// Opens (creating on first run) the master key file and the sealed provider keyring.
-    pub fn local(master_key_file: &Path, keyring_file: &Path) -> Result<KeySource, CredentialsError> {
+    pub fn local(
+        master_key_file: &Path,
+        keyring_file: &Path,
+    ) -> Result<KeySource, CredentialsError> {
         let master = LocalKeyring::open_or_create(master_key_file)?;
         let providers = SealedKeyring::new(&master, keyring_file)?;
         Ok(KeySource::Local { master, providers })
@@ -50,14 +55,18 @@ impl KeySource {
                     None => {
                         return Err(CredentialsError::MalformedSecret {
                             path: display,
-                            reason: "field `key` must be 64 hexadecimal characters (256 bits)".to_owned(),
+                            reason: "field `key` must be 64 hexadecimal characters (256 bits)"
+                                .to_owned(),
                         })
                     }
                 }
                 Secret::new(key)
             }
             KvRead::Revoked(state) => {
-                return Err(CredentialsError::SecretRevoked { path: display, state });
+                return Err(CredentialsError::SecretRevoked {
+                    path: display,
+                    state,
+                });
             }
         };
         Ok(KeySource::Vault {
@@ -107,7 +116,10 @@ impl KeySource {
     /// Reads the current version of a provider key. A tenant's own key wins; a tenant path that was never
     /// written falls back to the operator-wide key, but a tenant key that was deleted does not (the tenant
     /// revoked it; silently billing the operator's key instead would be a surprise).
-    pub(crate) async fn fetch_provider_key(&self, key_ref: &ProviderKeyRef) -> Result<FetchedKey, CredentialsError> {
+    pub(crate) async fn fetch_provider_key(
+        &self,
+        key_ref: &ProviderKeyRef,
+    ) -> Result<FetchedKey, CredentialsError> {
         if let Some(tenant) = key_ref.tenant {
             let path = tenant_path(tenant, &key_ref.provider);
             let read = self.read(&path).await?;
@@ -129,8 +141,12 @@ impl KeySource {
 
     fn parse(&self, read: KvRead, path: &str) -> Result<FetchedKey, CredentialsError> {
         let display = match self {
-            KeySource::Local { providers, .. } => format!("local:{}#{path}", providers.path().display()),
-            KeySource::Vault { backend, .. } => format!("vault:{}/{path}", backend.config().kv_mount),
+            KeySource::Local { providers, .. } => {
+                format!("local:{}#{path}", providers.path().display())
+            }
+            KeySource::Vault { backend, .. } => {
+                format!("vault:{}/{path}", backend.config().kv_mount)
+            }
         };
         parse_read(read, &display, display.clone())
     }

@@ -85,7 +85,9 @@ fn outage_reason(err: &ClientError) -> String {
     match status_of(err) {
         Some(code) => format!("HTTP {code}"),
         None => match err {
-            ClientError::RestClientError { .. } => "no answer (connection failed or timed out)".to_owned(),
+            ClientError::RestClientError { .. } => {
+                "no answer (connection failed or timed out)".to_owned()
+            }
             ClientError::JsonParseError { .. } => "unparseable response".to_owned(),
             _ => "client error".to_owned(),
         },
@@ -224,7 +226,9 @@ impl VaultBackend {
             let renewed = if renewable {
                 self.renew().await
             } else {
-                Err(CredentialsError::VaultConfig("token is not renewable".to_owned()))
+                Err(CredentialsError::VaultConfig(
+                    "token is not renewable".to_owned(),
+                ))
             };
             let outcome = match renewed {
                 Ok(()) => Ok(()),
@@ -326,7 +330,11 @@ impl VaultBackend {
     }
 
     /// After a 404 on the data, tells a deleted or destroyed version from a path that never existed.
-    async fn revoked_state(&self, client: &VaultClient, path: &str) -> Result<RevokedState, CredentialsError> {
+    async fn revoked_state(
+        &self,
+        client: &VaultClient,
+        path: &str,
+    ) -> Result<RevokedState, CredentialsError> {
         match vaultrs::kv2::read_metadata(client, &self.config.kv_mount, path).await {
             Ok(meta) => {
                 let version = meta.current_version;

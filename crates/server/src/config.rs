@@ -59,6 +59,14 @@ pub struct CredentialsSettings {
     pub backend: CredentialsBackend,
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
+    /// The sealed provider keyring of the local backend; defaults to `<data_dir>/providers.sealed`.
+    #[serde(default)]
+    pub keyring_file: Option<PathBuf>,
+    /// Refresh interval of provider key leases.
+    pub lease_soft_ttl_secs: u64,
+    /// How long a lease keeps serving while the key source is unreachable.
+    pub lease_hard_ttl_secs: u64,
+    pub lease_jitter: f64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -67,8 +75,12 @@ pub struct VaultSettings {
     pub addr: String,
     pub role_id: String,
     pub secret_id_file: String,
+    /// The file holds a response-wrapping token for the secret_id (unwrapped once at start).
+    pub secret_id_wrapped: bool,
+    pub approle_mount: String,
     pub kv_mount: String,
     pub transit_mount: String,
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -189,10 +201,53 @@ impl Settings {
             ));
         }
         if self.credentials.backend == CredentialsBackend::Vault {
+            let vault = &self.vault;
+            if !(vault.addr.starts_with("http://") || vault.addr.starts_with("https://")) {
+                problems.push("vault.addr: must be an http:// or https:// URL".to_owned());
+            }
+            if vault.role_id.trim().is_empty() {
+                problems.push(
+                    "vault.role_id: required when credentials.backend = \"vault\"".to_owned(),
+                );
+            }
+            if vault.secret_id_file.trim().is_empty() {
+                problems.push(
+                    "vault.secret_id_file: required when credentials.backend = \"vault\" (a file holding the AppRole secret_id)"
+                        .to_owned(),
+                );
+            }
+            for (key, mount) in [
+                ("vault.approle_mount", &vault.approle_mount),
+                ("vault.kv_mount", &vault.kv_mount),
+                ("vault.transit_mount", &vault.transit_mount),
+            ] {
+                if mount.is_empty() || mount.contains(['/', ' ']) {
+                    problems.push(format!("{key}: must be a mount name without slashes"));
+                }
+            }
+            if vault.request_timeout_ms == 0 {
+                problems.push("vault.request_timeout_ms: must be at least 1".to_owned());
+            }
+        }
+        let creds = &self.credentials;
+        if creds.lease_soft_ttl_secs == 0 {
+            problems.push("credentials.lease_soft_ttl_secs: must be at least 1".to_owned());
+        }
+        if creds.lease_hard_ttl_secs < creds.lease_soft_ttl_secs {
             problems.push(
-                "credentials.backend: `vault` is not available in this build yet; use `local`"
+                "credentials.lease_hard_ttl_secs: must be at least credentials.lease_soft_ttl_secs"
                     .to_owned(),
             );
+        }
+        if !(0.0..=0.5).contains(&creds.lease_jitter) {
+            problems.push("credentials.lease_jitter: must be between 0 and 0.5".to_owned());
+        }
+        for name in self.providers.keys() {
+            if ragvault_credentials::validate_provider_name(name).is_err() {
+                problems.push(format!(
+                    "providers.{name}: provider names are 1-32 lowercase letters, digits, - or _"
+                ));
+            }
         }
         for (name, provider) in &self.providers {
             let base = &provider.base_url;
@@ -210,6 +265,37 @@ impl Settings {
             .master_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn keyring_file(&self) -> PathBuf {
+        self.credentials
+            .keyring_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("providers.sealed"))
+    }
+
+    pub fn lease_settings(&self) -> ragvault_credentials::LeaseSettings {
+        let soft = Duration::from_secs(self.credentials.lease_soft_ttl_secs);
+        ragvault_credentials::LeaseSettings {
+            soft_ttl: soft,
+            hard_ttl: Duration::from_secs(self.credentials.lease_hard_ttl_secs),
+            jitter: self.credentials.lease_jitter,
+            // Look for due leases often enough that a refresh is never late by more than a few percent.
+            tick: (soft / 10).clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+
+    pub fn vault_config(&self) -> ragvault_credentials::VaultConfig {
+        ragvault_credentials::VaultConfig {
+            addr: self.vault.addr.clone(),
+            role_id: self.vault.role_id.clone(),
+            secret_id_file: PathBuf::from(&self.vault.secret_id_file),
+            secret_id_wrapped: self.vault.secret_id_wrapped,
+            approle_mount: self.vault.approle_mount.clone(),
+            kv_mount: self.vault.kv_mount.clone(),
+            transit_mount: self.vault.transit_mount.clone(),
+            request_timeout: Duration::from_millis(self.vault.request_timeout_ms),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -288,6 +374,25 @@ mod tests {
         assert!(err.contains("database.url"), "{err}");
         assert!(err.contains("http.request_timeout_secs"), "{err}");
         assert!(err.contains("providers.openai.base_url"), "{err}");
+    }
+
+    #[test]
+    fn vault_backend_needs_its_settings() {
+        let err = load(&[
+            ("credentials.backend", "\"vault\""),
+            ("vault.addr", "\"vault:8200\""),
+            ("credentials.lease_hard_ttl_secs", "1"),
+        ])
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "vault.addr",
+            "vault.role_id",
+            "vault.secret_id_file",
+            "credentials.lease_hard_ttl_secs",
+        ] {
+            assert!(err.contains(key), "{key} missing from: {err}");
+        }
     }
 
     #[test]

@@ -15,7 +15,10 @@ pub use config::{ConfigError, Settings};
 pub use routes::app;
 pub use state::AppState;
 
-use ragvault_credentials::{CredentialsError, KeySource, LocalKeyring};
+use config::CredentialsBackend;
+use ragvault_credentials::{
+    CredentialEvent, CredentialEventSink, CredentialsError, KeySource, LeaseManager, ProviderKeyRef,
+};
 use ragvault_gateway::AccessControl;
 use ragvault_store::{PoolSettings, Store, StoreError};
 use std::future::Future;
@@ -41,11 +44,65 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
-/// Opens the key source named by the configuration.
-pub fn open_key_source(settings: &Settings) -> Result<KeySource, ServerError> {
-    Ok(KeySource::Local(LocalKeyring::open_or_create(
-        &settings.master_key_file(),
-    )?))
+/// Opens the key source named by the configuration (for Vault: logs in and reads ragvault's own key).
+pub async fn open_key_source(settings: &Settings) -> Result<KeySource, ServerError> {
+    Ok(match settings.credentials.backend {
+        CredentialsBackend::Local => {
+            KeySource::local(&settings.master_key_file(), &settings.keyring_file())?
+        }
+        CredentialsBackend::Vault => KeySource::vault(settings.vault_config()).await?,
+    })
+}
+
+/// Writes lease events to the audit log from a background task, so the lease path never waits on Postgres.
+struct AuditEvents(tokio::sync::mpsc::UnboundedSender<CredentialEvent>);
+
+impl CredentialEventSink for AuditEvents {
+    fn record(&self, event: CredentialEvent) {
+        let _ = self.0.send(event);
+    }
+}
+
+fn audit_entry(event: CredentialEvent) -> ragvault_store::AuditEntry {
+    use ragvault_store::AuditEntry;
+    use serde_json::json;
+    let (action, key_ref, details) = match event {
+        CredentialEvent::Leased { key_ref, version } => {
+            ("credential.leased", key_ref, json!({ "version": version }))
+        }
+        CredentialEvent::Rotated { key_ref, from, to } => (
+            "credential.rotated",
+            key_ref,
+            json!({ "from": from, "to": to }),
+        ),
+        CredentialEvent::Revoked { key_ref, reason } => {
+            ("credential.revoked", key_ref, json!({ "reason": reason }))
+        }
+        CredentialEvent::RefreshFailed { key_ref, error } => (
+            "credential.refresh_failed",
+            key_ref,
+            json!({ "error": error }),
+        ),
+    };
+    let mut entry = AuditEntry::new("system:credentials", action)
+        .target(format!("provider:{}", key_ref.provider))
+        .details(details);
+    if let Some(tenant) = key_ref.tenant {
+        entry = entry.tenant(tenant);
+    }
+    entry
+}
+
+async fn write_audit_events(
+    store: Store,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<CredentialEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        let entry = audit_entry(event);
+        if let Err(e) = store.append_audit(&entry).await {
+            tracing::warn!(error = %e, action = entry.action, "could not write credential audit event");
+        }
+    }
 }
 
 /// Builds the database pool (lazily connected).
@@ -64,15 +121,50 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     state: AppState,
+    background: BackgroundTasks,
+}
+
+/// Tasks that live as long as the service: aborted when this is dropped, however the service ends.
+struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl Application {
     /// Opens the key source, connects to Postgres, applies migrations and binds the listener.
     pub async fn build(settings: Settings) -> Result<Application, ServerError> {
-        let key_source = open_key_source(&settings)?;
+        let key_source = Arc::new(open_key_source(&settings).await?);
         let store = open_store(&settings)?;
         store.migrate().await?;
         let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let leases = Arc::new(LeaseManager::new(
+            key_source.clone(),
+            settings.lease_settings(),
+            Some(Arc::new(AuditEvents(events_tx))),
+        ));
+        let mut background = vec![
+            tokio::spawn(write_audit_events(store.clone(), events_rx)),
+            tokio::spawn(leases.clone().run_refresher()),
+        ];
+        if let Some(vault) = key_source.vault_backend() {
+            background.push(tokio::spawn(vault.clone().maintain_token()));
+        }
+        // Lease the configured providers' operator keys up front, so the first request finds them cached.
+        let configured: Vec<String> = settings.providers.keys().cloned().collect();
+        let warm = leases.clone();
+        background.push(tokio::spawn(async move {
+            for provider in configured {
+                if let Err(e) = warm.lease(&ProviderKeyRef::operator(&provider)).await {
+                    tracing::warn!(%provider, error = %e, "no key for configured provider yet");
+                }
+            }
+        }));
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -83,13 +175,15 @@ impl Application {
         let state = AppState {
             settings: Arc::new(settings),
             store,
-            key_source: Arc::new(key_source),
+            key_source,
             access,
+            leases,
         };
         Ok(Application {
             listener,
             router: app(state.clone()),
             state,
+            background: BackgroundTasks(background),
         })
     }
 
@@ -110,6 +204,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let grace = self.state.settings.shutdown_grace();
+        let _background = &self.background;
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -134,6 +229,7 @@ impl Application {
                 Ok(())
             }
         };
+        drop(self.background);
         self.state.store.close().await;
         tracing::info!("stopped");
         result

@@ -1,5 +1,5 @@
 use crate::config::Settings;
-use ragvault_credentials::KeySource;
+use ragvault_credentials::{KeySource, LeaseManager};
 use ragvault_gateway::AccessControl;
 use ragvault_store::Store;
 use std::sync::Arc;
@@ -11,4 +11,5 @@ pub struct AppState {
     pub store: Store,
     pub key_source: Arc<KeySource>,
     pub access: AccessControl,
+    pub leases: Arc<LeaseManager>,
 }

@@ -19,14 +19,22 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         Ok(Err(e)) => Err(format!("postgres: {}", short(&e.to_string()))),
         Err(_) => Err("postgres: no answer within 2s".to_owned()),
     };
-    let key_source = state
-        .key_source
-        .check()
-        .await
-        .map_err(|e| format!("key_source ({}): {e}", state.key_source.name()));
+    // An unreachable Vault degrades the service but does not stop it: valid leases keep serving until
+    // their hard expiry. Any other key source failure (a missing or exposed key file) is fatal.
+    let (key_source_state, key_source) =
+        match tokio::time::timeout(CHECK_TIMEOUT, state.key_source.check()).await {
+            Ok(Ok(())) => ("ok", Ok(())),
+            Ok(Err(e)) if e.is_outage() => ("degraded", Ok(())),
+            Ok(Err(e)) => (
+                "failing",
+                Err(format!("key_source ({}): {e}", state.key_source.name())),
+            ),
+            Err(_) => ("degraded", Ok(())),
+        };
     let checks = json!({
         "postgres": if postgres.is_ok() { "ok" } else { "failing" },
-        "key_source": if key_source.is_ok() { "ok" } else { "failing" },
+        "key_source": key_source_state,
+        "key_source_kind": state.key_source.name(),
     });
     let failures: Vec<String> = [postgres.err(), key_source.err()]
         .into_iter()

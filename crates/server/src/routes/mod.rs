@@ -1,4 +1,5 @@
 mod admin;
+mod credentials;
 mod health;
 mod keys;
 mod tenant;
@@ -43,6 +44,11 @@ pub fn app(state: AppState) -> Router {
             delete(admin::revoke_key),
         )
         .route("/v1/admin/audit", get(admin::list_audit))
+        .route("/v1/admin/credentials", get(credentials::list))
+        .route(
+            "/v1/admin/credentials/{provider}/refresh",
+            post(credentials::refresh),
+        )
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
