@@ -11,9 +11,10 @@ run:
 	scripts/ensure-database.sh
 	cargo run --release --bin ragvault -- serve
 
-## Run every test (unit, end-to-end through HTTP against real Postgres, CLI).
+## Run every test (unit, end-to-end through HTTP against real Postgres and OpenBao, CLI).
 test:
 	scripts/ensure-postgres.sh
+	scripts/ensure-openbao.sh
 	cargo test --workspace --all-targets
 
 lint:

@@ -15,7 +15,12 @@ export BAO_ADDR=${BAO_ADDR:-${VAULT_ADDR:-}} VAULT_ADDR=${VAULT_ADDR:-${BAO_ADDR
 export BAO_TOKEN=${BAO_TOKEN:-${VAULT_TOKEN:-}} VAULT_TOKEN=${VAULT_TOKEN:-${BAO_TOKEN:-}}
 token_ttl=${RAGVAULT_TOKEN_TTL:-1h}
 
-enabled() { "$cli" "$1" list -format=json | grep -q "\"$2/\""; }
+# Capture before grepping: `grep -q` exiting early would SIGPIPE the CLI and, under pipefail, read as "not enabled".
+enabled() {
+  local listing
+  listing=$("$cli" "$1" list -format=json)
+  grep -q "\"$2/\"" <<<"$listing"
+}
 enabled auth approle || "$cli" auth enable approle >/dev/null
 enabled secrets secret || "$cli" secrets enable -path=secret -version=2 kv >/dev/null
 enabled secrets transit || "$cli" secrets enable transit >/dev/null

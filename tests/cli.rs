@@ -270,3 +270,131 @@ fn a_world_readable_master_key_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains(&"ab".repeat(32)));
 }
+
+/// The local backend end to end: a provider key set through stdin, leased by the server, revoked by
+/// `keys delete`, with the key never on a command line, in a listing, or in an API response.
+#[tokio::test]
+async fn local_provider_keys_are_set_from_stdin_and_leased() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let key = "sk-local-cli-0123456789";
+    let mut set = ragvault(&db, data.path())
+        .args(["keys", "set", "openai"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{key}\n").as_bytes())
+        .unwrap();
+    let set = set.wait_with_output().unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(String::from_utf8_lossy(&set.stdout).contains("version 1 stored"));
+
+    let empty = ragvault(&db, data.path())
+        .args(["keys", "set", "openai"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!empty.status.success());
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no key on standard input"));
+
+    let listed = ragvault(&db, data.path())
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listing.contains("ragvault/providers/openai\tv1"),
+        "{listing}"
+    );
+    assert!(!listing.contains(key));
+    let on_disk = std::fs::read(data.path().join("providers.sealed")).unwrap();
+    assert!(
+        !on_disk.windows(key.len()).any(|w| w == key.as_bytes()),
+        "key stored in the clear"
+    );
+
+    let operator = fields(
+        &ragvault(&db, data.path())
+            .args(["admin-key", "create"])
+            .output()
+            .unwrap(),
+    );
+    let port = free_port();
+    let mut server = ragvault(&db, data.path())
+        .env("RAGVAULT__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "RAGVAULT__PROVIDERS__OPENAI__BASE_URL",
+            "https://api.openai.example/v1",
+        )
+        .env("RAGVAULT__CREDENTIALS__LEASE_SOFT_TTL_SECS", "1")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_serving(port, &mut server);
+    let provider_state = |body: &Value| {
+        body["providers"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut creds = Value::Null;
+    for _ in 0..50 {
+        creds = json_body(&http(
+            port,
+            "GET",
+            "/v1/admin/credentials",
+            Some(&operator["api_key"]),
+            None,
+        ));
+        if provider_state(&creds) == "active" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(creds["source"], "local", "{creds}");
+    assert_eq!(creds["providers"][0]["key_version"], 1, "{creds}");
+    assert!(!creds.to_string().contains(key));
+
+    let deleted = ragvault(&db, data.path())
+        .args(["keys", "delete", "openai"])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success());
+    let mut state = String::new();
+    for _ in 0..40 {
+        creds = json_body(&http(
+            port,
+            "GET",
+            "/v1/admin/credentials",
+            Some(&operator["api_key"]),
+            None,
+        ));
+        state = provider_state(&creds);
+        if state == "unavailable" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(state, "unavailable", "{creds}");
+    assert!(creds["providers"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("deleted"));
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let output = server.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(key));
+}

@@ -4,13 +4,17 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ragvault_core::{Scope, Scopes, TenantSlug};
-use ragvault_credentials::{KeySource, LocalKeyring, PresentedKey};
+use ragvault_credentials::{KeySource, PresentedKey};
 use std::hint::black_box;
 
 fn auth(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let keyring = LocalKeyring::open_or_create(&dir.path().join("master.key")).unwrap();
-    let hasher = KeySource::Local(keyring).api_key_hasher();
+    let source = KeySource::local(
+        &dir.path().join("master.key"),
+        &dir.path().join("providers.sealed"),
+    )
+    .unwrap();
+    let hasher = source.api_key_hasher();
     let issued = hasher.issue().unwrap();
     let whole = issued.key.expose_secret().clone();
 

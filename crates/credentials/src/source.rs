@@ -17,7 +17,8 @@ pub enum KeySource {
     /// The embedded default: a master key file, and provider keys in a keyring sealed under it.
     Local {
         master: LocalKeyring,
-        providers: SealedKeyring,
+        // Boxed: the sealing key makes it far larger than the Vault variant.
+        providers: Box<SealedKeyring>,
     },
     /// Vault / OpenBao: AppRole login, KV v2 for provider keys and the API-key hashing key.
     Vault {
@@ -33,7 +34,7 @@ impl KeySource {
         keyring_file: &Path,
     ) -> Result<KeySource, CredentialsError> {
         let master = LocalKeyring::open_or_create(master_key_file)?;
-        let providers = SealedKeyring::new(&master, keyring_file)?;
+        let providers = Box::new(SealedKeyring::new(&master, keyring_file)?);
         Ok(KeySource::Local { master, providers })
     }
 
@@ -108,7 +109,7 @@ impl KeySource {
 
     pub fn sealed_keyring(&self) -> Option<&SealedKeyring> {
         match self {
-            KeySource::Local { providers, .. } => Some(providers),
+            KeySource::Local { providers, .. } => Some(providers.as_ref()),
             KeySource::Vault { .. } => None,
         }
     }

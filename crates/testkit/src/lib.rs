@@ -5,9 +5,11 @@
 
 mod database;
 mod logs;
+mod openbao;
 
 pub use database::TestDatabase;
 pub use logs::captured_logs;
+pub use openbao::{OpenBao, OpenBaoOptions};
 
 use ragvault_gateway::RequestContext;
 use ragvault_server::{Application, ServerError, Settings};

@@ -1,0 +1,645 @@
+//! Provider keys leased from a real OpenBao dev server: login and renewal, rotation, revocation, outage,
+//! single flight, the shipped policy, and log hygiene.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ragvault_core::TenantId;
+use ragvault_credentials::{
+    tenant_path, CredentialsError, KeySource, LeaseManager, LeaseSettings, ProviderKeyRef,
+    VaultConfig,
+};
+use ragvault_testkit::{captured_logs, spawn_app_with, OpenBao, OpenBaoOptions, TestApp};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn vault_config(bao: &OpenBao) -> VaultConfig {
+    VaultConfig {
+        addr: bao.addr.clone(),
+        role_id: bao.role_id.clone(),
+        secret_id_file: bao.secret_id_file.clone(),
+        secret_id_wrapped: false,
+        approle_mount: "approle".into(),
+        kv_mount: "secret".into(),
+        transit_mount: "transit".into(),
+        request_timeout: Duration::from_millis(800),
+    }
+}
+
+async fn manager(bao: &OpenBao, soft: Duration, hard: Duration) -> Arc<LeaseManager> {
+    let source = KeySource::vault(vault_config(bao)).await.unwrap();
+    let settings = LeaseSettings {
+        soft_ttl: soft,
+        hard_ttl: hard,
+        jitter: 0.0,
+        tick: Duration::from_millis(50),
+    };
+    Arc::new(LeaseManager::new(Arc::new(source), settings, None))
+}
+
+fn kv_reads(leases: &LeaseManager) -> u64 {
+    leases.source().vault_backend().unwrap().kv_reads()
+}
+
+fn key_of(lease: &ragvault_credentials::Lease) -> String {
+    lease.with_key(str::to_owned)
+}
+
+async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn concurrent_misses_cost_one_vault_read() {
+    let bao = OpenBao::start().await;
+    bao.put_key("ragvault/providers/openai", "sk-test-single-flight-1")
+        .await;
+    let leases = manager(&bao, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let before = kv_reads(&leases);
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let leases = leases.clone();
+            tokio::spawn(async move { leases.lease(&ProviderKeyRef::operator("openai")).await })
+        })
+        .collect();
+    for task in tasks {
+        let lease = task.await.unwrap().unwrap();
+        assert_eq!(lease.version, 1);
+    }
+    assert_eq!(
+        kv_reads(&leases) - before,
+        1,
+        "64 concurrent misses must be one read"
+    );
+    // Hits never touch Vault.
+    for _ in 0..100 {
+        leases
+            .lease(&ProviderKeyRef::operator("openai"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(kv_reads(&leases) - before, 1);
+}
+
+#[tokio::test]
+async fn rotation_under_concurrent_use_has_no_failures() {
+    let bao = OpenBao::start().await;
+    let path = "ragvault/providers/anthropic";
+    bao.put_key(path, "sk-rotate-v1").await;
+    let leases = manager(&bao, Duration::from_millis(300), Duration::from_secs(60)).await;
+    let refresher = tokio::spawn(leases.clone().run_refresher());
+    let key_ref = ProviderKeyRef::operator("anthropic");
+    leases.lease(&key_ref).await.unwrap();
+
+    let failures = Arc::new(AtomicU64::new(0));
+    let uses = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(3);
+    let workers: Vec<_> = (0..200)
+        .map(|_| {
+            let (leases, key_ref) = (leases.clone(), key_ref.clone());
+            let (failures, uses) = (failures.clone(), uses.clone());
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    match leases.lease(&key_ref).await {
+                        // A request uses the key it was lent, even if a rotation lands meanwhile.
+                        Ok(lease) => {
+                            let key = key_of(&lease);
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            if key != format!("sk-rotate-v{}", lease.version) {
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    uses.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut latest = 1;
+    while Instant::now() < stop_at - Duration::from_millis(800) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        latest = bao
+            .put_key(path, &format!("sk-rotate-v{}", latest + 1))
+            .await;
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert!(uses.load(Ordering::Relaxed) > 1000);
+    // The newest version is in use within one refresh interval.
+    let leases2 = leases.clone();
+    let key_ref2 = key_ref.clone();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let lease = leases2.lease(&key_ref2).await.unwrap();
+        if lease.version == latest {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still on v{} after rotation to v{latest}",
+            lease.version
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn a_rejected_key_triggers_exactly_one_refresh() {
+    let bao = OpenBao::start().await;
+    let path = "ragvault/providers/gemini";
+    bao.put_key(path, "sk-gemini-v1").await;
+    let leases = manager(&bao, Duration::from_secs(600), Duration::from_secs(600)).await;
+    let key_ref = ProviderKeyRef::operator("gemini");
+    let old = leases.lease(&key_ref).await.unwrap();
+    bao.put_key(path, "sk-gemini-v2").await;
+    let before = kv_reads(&leases);
+    // Twenty requests all see a 401 for v1 at once: one re-read, and all retry with v2.
+    let reports: Vec<_> = (0..20)
+        .map(|_| {
+            let (leases, old) = (leases.clone(), old.clone());
+            tokio::spawn(async move { leases.report_rejected(&old).await })
+        })
+        .collect();
+    for r in reports {
+        let fresh = r.await.unwrap().unwrap();
+        assert_eq!(fresh.version, 2);
+        assert_eq!(key_of(&fresh), "sk-gemini-v2");
+    }
+    assert_eq!(kv_reads(&leases) - before, 1);
+    // If Vault has nothing newer than the rejected key, the key is bad: say so instead of looping.
+    let current = leases.lease(&key_ref).await.unwrap();
+    let err = leases.report_rejected(&current).await.unwrap_err();
+    assert!(
+        matches!(err, CredentialsError::KeyRejected { version: 2, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn deleted_and_destroyed_secrets_revoke_the_lease_within_one_interval() {
+    let bao = OpenBao::start().await;
+    let path = "ragvault/providers/mistral";
+    bao.put_key(path, "sk-mistral-v1").await;
+    let leases = manager(&bao, Duration::from_millis(300), Duration::from_secs(60)).await;
+    let refresher = tokio::spawn(leases.clone().run_refresher());
+    let key_ref = ProviderKeyRef::operator("mistral");
+    leases.lease(&key_ref).await.unwrap();
+
+    bao.delete_current(path).await;
+    let revoked_at = Instant::now();
+    let l = leases.clone();
+    eventually("lease revoked after delete", Duration::from_secs(3), || {
+        l.status()
+            .iter()
+            .any(|s| s.provider == "mistral" && s.state == "unavailable")
+    })
+    .await;
+    assert!(revoked_at.elapsed() < Duration::from_millis(300 + 500));
+    let err = leases.lease(&key_ref).await.unwrap_err();
+    assert!(err.to_string().contains("deleted"), "{err}");
+    let status = leases.status();
+    let reason = status[0].last_error.clone().unwrap();
+    assert!(reason.contains("version 1 was deleted"), "{reason}");
+    assert!(
+        reason.contains("secret/ragvault/providers/mistral"),
+        "{reason}"
+    );
+
+    // A new version restores the provider without a restart; destroying it revokes again.
+    let v2 = bao.put_key(path, "sk-mistral-v2").await;
+    let l = leases.clone();
+    eventually("provider restored", Duration::from_secs(3), || {
+        l.status()
+            .iter()
+            .any(|s| s.provider == "mistral" && s.state == "active" && s.key_version == Some(v2))
+    })
+    .await;
+    bao.destroy(path, vec![v2]).await;
+    let l = leases.clone();
+    eventually(
+        "lease revoked after destroy",
+        Duration::from_secs(3),
+        || {
+            l.status().iter().any(|s| {
+                s.provider == "mistral"
+                    && s.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("destroyed"))
+            })
+        },
+    )
+    .await;
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn tenant_keys_override_the_operator_key() {
+    let bao = OpenBao::start().await;
+    let tenant = TenantId::new();
+    let other = TenantId::new();
+    bao.put_key("ragvault/providers/openai", "sk-operator")
+        .await;
+    bao.put_key(&tenant_path(tenant, "openai"), "sk-tenant-own")
+        .await;
+    let leases = manager(&bao, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let own = leases
+        .lease(&ProviderKeyRef::tenant("openai", tenant))
+        .await
+        .unwrap();
+    assert_eq!(key_of(&own), "sk-tenant-own");
+    assert!(own.source.contains(&tenant.to_string()));
+    let fallback = leases
+        .lease(&ProviderKeyRef::tenant("openai", other))
+        .await
+        .unwrap();
+    assert_eq!(key_of(&fallback), "sk-operator");
+    // A tenant key that was deleted does not silently fall back to the operator's key.
+    bao.delete_current(&tenant_path(tenant, "openai")).await;
+    let err = leases
+        .force_refresh(&ProviderKeyRef::tenant("openai", tenant))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CredentialsError::SecretRevoked { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_secrets_name_the_path_not_the_value() {
+    let bao = OpenBao::start().await;
+    bao.put_fields(
+        "ragvault/providers/openai",
+        serde_json::json!({"key": "sk-wrong-field-name"}),
+    )
+    .await;
+    bao.put_fields(
+        "ragvault/providers/anthropic",
+        serde_json::json!({"api_key": "sk-ant-fine", "base_url": "gopher://x"}),
+    )
+    .await;
+    let leases = manager(&bao, Duration::from_secs(60), Duration::from_secs(600)).await;
+    for (provider, needle) in [("openai", "api_key"), ("anthropic", "base_url")] {
+        let err = leases
+            .lease(&ProviderKeyRef::operator(provider))
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(needle), "{message}");
+        assert!(
+            message.contains(&format!("ragvault/providers/{provider}")),
+            "{message}"
+        );
+        assert!(!message.contains("sk-"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn vault_outage_serves_valid_leases_until_hard_expiry_then_recovers() {
+    let bao = OpenBao::start().await;
+    bao.put_key("ragvault/providers/openai", "sk-outage-v1")
+        .await;
+    let leases = manager(&bao, Duration::from_millis(300), Duration::from_secs(3)).await;
+    let refresher = tokio::spawn(leases.clone().run_refresher());
+    let key_ref = ProviderKeyRef::operator("openai");
+    leases.lease(&key_ref).await.unwrap();
+
+    bao.freeze();
+    let frozen_at = Instant::now();
+    // Past the refresh interval, requests are still served from the lease, without waiting on Vault.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = Instant::now();
+    let lease = leases.lease(&key_ref).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "a request waited on Vault"
+    );
+    assert_eq!(key_of(&lease), "sk-outage-v1");
+    let status = leases.status();
+    assert!(
+        status[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{status:?}"
+    );
+    assert!(leases.source().check().await.unwrap_err().is_outage());
+
+    // After the hard expiry there is nothing safe to serve.
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(frozen_at.elapsed()) + Duration::from_millis(300),
+    )
+    .await;
+    assert!(leases.lease(&key_ref).await.is_err());
+
+    bao.thaw();
+    let l = leases.clone();
+    eventually(
+        "recovery after Vault returns",
+        Duration::from_secs(10),
+        || l.status().iter().any(|s| s.state == "active"),
+    )
+    .await;
+    assert_eq!(
+        key_of(&leases.lease(&key_ref).await.unwrap()),
+        "sk-outage-v1"
+    );
+    refresher.abort();
+}
+
+#[tokio::test]
+async fn token_is_renewed_across_its_ttl_and_relogin_follows_revocation() {
+    let bao = OpenBao::start_with(OpenBaoOptions {
+        token_ttl: Some("3s".into()),
+        ..Default::default()
+    })
+    .await;
+    bao.put_key("ragvault/providers/openai", "sk-renew-v1")
+        .await;
+    let source = Arc::new(KeySource::vault(vault_config(&bao)).await.unwrap());
+    let backend = source.vault_backend().unwrap().clone();
+    let maintainer = tokio::spawn(backend.clone().maintain_token());
+    let leases = LeaseManager::new(source.clone(), LeaseSettings::default(), None);
+    let key_ref = ProviderKeyRef::operator("openai");
+    // Well past the 3 s TTL, the token still works because it was renewed, not replaced.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    leases.force_refresh(&key_ref).await.unwrap();
+    assert_eq!(
+        backend.logins(),
+        1,
+        "renewal should keep the first login alive"
+    );
+    // Revoking the token forces one re-login on the next read, invisible to the caller.
+    bao.revoke_non_root_tokens();
+    let lease = leases.force_refresh(&key_ref).await.unwrap();
+    assert_eq!(lease.version, 1);
+    assert_eq!(backend.logins(), 2);
+    maintainer.abort();
+}
+
+#[tokio::test]
+async fn response_wrapped_secret_id_is_unwrapped_once() {
+    let bao = OpenBao::start_with(OpenBaoOptions {
+        wrap_ttl: Some("120s".into()),
+        ..Default::default()
+    })
+    .await;
+    bao.put_key("ragvault/providers/openai", "sk-wrapped-v1")
+        .await;
+    let mut config = vault_config(&bao);
+    config.secret_id_wrapped = true;
+    let source = KeySource::vault(config.clone()).await.unwrap();
+    let leases = LeaseManager::new(Arc::new(source), LeaseSettings::default(), None);
+    assert_eq!(
+        key_of(
+            &leases
+                .lease(&ProviderKeyRef::operator("openai"))
+                .await
+                .unwrap()
+        ),
+        "sk-wrapped-v1"
+    );
+    // A wrapping token works once: a second process cannot reuse it.
+    let err = KeySource::vault(config).await.unwrap_err().to_string();
+    assert!(
+        err.contains("already used") || err.contains("invalid"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_approle_credentials_are_clear_errors_without_the_value() {
+    let bao = OpenBao::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-secret-id");
+    std::fs::write(&wrong, "00000000-1111-2222-3333-444444444444\n").unwrap();
+    let mut config = vault_config(&bao);
+    config.secret_id_file = wrong.clone();
+    let err = KeySource::vault(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused") && err.contains(&wrong.display().to_string()),
+        "{err}"
+    );
+    assert!(!err.contains("44444444"), "{err}");
+
+    config.secret_id_file = dir.path().join("missing");
+    let err = KeySource::vault(config.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing"), "{err}");
+
+    config.secret_id_file = bao.secret_id_file.clone();
+    config.role_id = "not-the-role".into();
+    assert!(matches!(
+        KeySource::vault(config).await.unwrap_err(),
+        CredentialsError::LoginRefused { .. }
+    ));
+}
+
+/// The shipped policy lets ragvault do its job (every other test here runs under it) and nothing else.
+#[tokio::test]
+async fn the_ragvault_policy_denies_everything_outside_it() {
+    let bao = OpenBao::start().await;
+    bao.put_key("ragvault/providers/openai", "sk-policy").await;
+    bao.put_key("other-app/database", "not-ragvaults").await;
+    let secret_id = std::fs::read_to_string(&bao.secret_id_file).unwrap();
+    let anon = bao.client_with_token("");
+    let auth = vaultrs::auth::approle::login(&anon, "approle", &bao.role_id, secret_id.trim())
+        .await
+        .unwrap();
+    assert_eq!(auth.policies.iter().filter(|p| *p == "ragvault").count(), 1);
+    let client = bao.client_with_token(&auth.client_token);
+    let allowed: Value = vaultrs::kv2::read(&client, "secret", "ragvault/providers/openai")
+        .await
+        .unwrap();
+    assert_eq!(allowed["api_key"], "sk-policy");
+    let denied = |r: Result<Value, vaultrs::error::ClientError>| {
+        matches!(
+            r,
+            Err(vaultrs::error::ClientError::APIError { code: 403, .. })
+        )
+    };
+    assert!(denied(
+        vaultrs::kv2::read(&client, "secret", "other-app/database").await
+    ));
+    assert!(denied(
+        vaultrs::kv2::read(&client, "secret", "ragvault/elsewhere").await
+    ));
+    // ragvault never writes provider keys, and cannot touch policies or other auth.
+    let write = vaultrs::kv2::set(
+        &client,
+        "secret",
+        "ragvault/providers/openai",
+        &serde_json::json!({"api_key": "x"}),
+    )
+    .await;
+    assert!(matches!(
+        write,
+        Err(vaultrs::error::ClientError::APIError { code: 403, .. })
+    ));
+    let policies = vaultrs::sys::policy::list(&client).await;
+    assert!(matches!(
+        policies,
+        Err(vaultrs::error::ClientError::APIError { code: 403, .. })
+    ));
+}
+
+/// Through the HTTP service: leases visible in /v1/admin/credentials, refresh on demand, readyz degraded
+/// during an outage, audit events, and no key in the logs.
+#[tokio::test]
+async fn service_reports_credentials_and_never_logs_keys() {
+    let bao = OpenBao::start().await;
+    bao.put_key("ragvault/providers/openai", "sk-service-visible-v1")
+        .await;
+    let mut overrides = bao.settings_overrides();
+    overrides.extend([
+        (
+            "providers.openai.base_url".to_owned(),
+            "\"https://api.openai.example\"".to_owned(),
+        ),
+        (
+            "credentials.lease_soft_ttl_secs".to_owned(),
+            "60".to_owned(),
+        ),
+        ("vault.request_timeout_ms".to_owned(), "500".to_owned()),
+    ]);
+    let refs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = spawn_app_with(&refs).await;
+
+    let creds = get_credentials(&app).await;
+    assert_eq!(creds["source"], "vault");
+    let openai = &creds["providers"][0];
+    assert_eq!(openai["provider"], "openai");
+    assert_eq!(openai["state"], "active");
+    assert_eq!(openai["key_version"], 1);
+
+    // Rotation picked up on demand.
+    bao.put_key("ragvault/providers/openai", "sk-service-visible-v2")
+        .await;
+    let refreshed: Value = app
+        .client
+        .post(app.url("/v1/admin/credentials/openai/refresh"))
+        .bearer_auth(&app.operator_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refreshed["key_version"], 2);
+    let bad = app
+        .client
+        .post(app.url("/v1/admin/credentials/Not..Valid/refresh"))
+        .bearer_auth(&app.operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Tenant keys never see this.
+    let tenant = app
+        .create_tenant(&ragvault_testkit::unique_slug("creds"))
+        .await;
+    let r = app
+        .client
+        .get(app.url("/v1/admin/credentials"))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Audit: leased, rotated (written asynchronously).
+    let store = app.store.clone();
+    let mut actions = Vec::new();
+    for _ in 0..40 {
+        actions = store
+            .list_audit(None, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect::<Vec<_>>();
+        if actions.iter().any(|a| a == "credential.rotated") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        actions.iter().any(|a| a == "credential.leased"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a == "credential.rotated"),
+        "{actions:?}"
+    );
+
+    // Vault frozen: readiness degraded, not failing; recovers without restart.
+    bao.freeze();
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["key_source"], "degraded", "{ready}");
+    bao.thaw();
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["key_source"], "ok", "{ready}");
+
+    let body = get_credentials(&app).await.to_string();
+    assert!(!body.contains("sk-service-visible"), "{body}");
+    let logs = captured_logs();
+    assert!(
+        !logs.contains("sk-service-visible"),
+        "a provider key reached the logs"
+    );
+    let secret_id = std::fs::read_to_string(&bao.secret_id_file).unwrap();
+    assert!(
+        !logs.contains(secret_id.trim()),
+        "the AppRole secret_id reached the logs"
+    );
+}
+
+async fn get_credentials(app: &TestApp) -> Value {
+    let response = app
+        .client
+        .get(app.url("/v1/admin/credentials"))
+        .bearer_auth(&app.operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
