@@ -174,6 +174,10 @@ impl LeaseManager {
 
     fn slot(&self, key_ref: &ProviderKeyRef) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        // Look up before inserting: the hit path should not allocate a key clone.
+        if let Some(slot) = slots.get(key_ref) {
+            return slot.clone();
+        }
         slots
             .entry(key_ref.clone())
             .or_insert_with(|| {
