@@ -5,6 +5,11 @@
 #
 # Needs: the `bao` (or `vault`) CLI, BAO_ADDR/VAULT_ADDR and an admin BAO_TOKEN/VAULT_TOKEN in the environment.
 # Optional: RAGVAULT_TOKEN_TTL (default 1h), RAGVAULT_WRAP_TTL (response-wrap the secret_id for this long).
+# Short-lived Postgres logins (database.credentials = "vault"): set RAGVAULT_DB_CONNECTION_URL (how Vault reaches
+# Postgres as an admin, e.g. postgresql://{{username}}:{{password}}@db:5432/ragvault with RAGVAULT_DB_USERNAME and
+# RAGVAULT_DB_PASSWORD), optionally RAGVAULT_DB_TTL (default 1h) and RAGVAULT_DB_MAX_TTL (default 24h). The NOLOGIN
+# role RAGVAULT_DB_OWNER_ROLE (default ragvault_owner) must exist and own the database: each leased login joins it
+# and acts as it, so tables belong to the owner role and a login can be dropped when its lease ends.
 set -euo pipefail
 
 secret_id_file=${1:?usage: vault-bootstrap.sh SECRET_ID_FILE}
@@ -34,6 +39,19 @@ enabled secrets transit || "$cli" secrets enable transit >/dev/null
 if ! "$cli" kv get -mount=secret ragvault/internal/api-key-hash >/dev/null 2>&1; then
   key=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   "$cli" kv put -mount=secret ragvault/internal/api-key-hash key="$key" >/dev/null
+fi
+
+if [ -n "${RAGVAULT_DB_CONNECTION_URL:-}" ]; then
+  enabled secrets database || "$cli" secrets enable database >/dev/null
+  owner=${RAGVAULT_DB_OWNER_ROLE:-ragvault_owner}
+  "$cli" write database/config/ragvault plugin_name=postgresql-database-plugin \
+    connection_url="$RAGVAULT_DB_CONNECTION_URL" \
+    username="${RAGVAULT_DB_USERNAME:-postgres}" password="${RAGVAULT_DB_PASSWORD:-unused}" \
+    allowed_roles=ragvault >/dev/null
+  "$cli" write database/roles/ragvault db_name=ragvault \
+    default_ttl="${RAGVAULT_DB_TTL:-1h}" max_ttl="${RAGVAULT_DB_MAX_TTL:-24h}" \
+    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE \"$owner\"; ALTER ROLE \"{{name}}\" SET role TO \"$owner\";" \
+    revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
 fi
 
 role_id=$("$cli" read -field=role_id auth/approle/role/ragvault/role-id)

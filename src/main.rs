@@ -9,7 +9,8 @@ use ragvault_core::{
 };
 use ragvault_credentials::{operator_path, tenant_path, validate_provider_name, Secret};
 use ragvault_gateway::{AccessControl, RequestContext};
-use ragvault_server::{open_key_source, open_store, Application, Settings};
+use ragvault_server::config::DatabaseCredentials;
+use ragvault_server::{open_key_source, open_store, open_store_with, Application, Settings};
 use ragvault_store::Store;
 use std::io::Read;
 use std::time::Duration;
@@ -145,7 +146,12 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
     match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            let store = open_store(&settings)?;
+            let store = if settings.database.credentials == DatabaseCredentials::Vault {
+                let key_source = open_key_source(&settings).await?;
+                open_store_with(&settings, &key_source).await?.0
+            } else {
+                open_store(&settings)?
+            };
             store.migrate().await.context("applying migrations")?;
             println!("migrations applied");
             Ok(())
@@ -170,7 +176,8 @@ async fn serve(settings: Settings) -> Result<()> {
 /// The store (migrated) and access control for operator commands.
 async fn operator_tools(settings: &Settings) -> Result<(Store, AccessControl)> {
     let key_source = open_key_source(settings).await?;
-    let store = open_store(settings)?;
+    // With leased database logins the CLI leases its own; it expires with its TTL.
+    let (store, _lease) = open_store_with(settings, &key_source).await?;
     store.migrate().await.context("applying migrations")?;
     let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
     Ok((store, access))

@@ -683,3 +683,122 @@ async fn steady_load_costs_one_read_per_refresh_interval() {
     );
     refresher.abort();
 }
+
+/// With `database.credentials = "vault"`, ragvault logs in to Postgres with short-lived logins from the
+/// database engine: renewed, rolled over before they end, old ones revoked, and no request fails.
+#[tokio::test]
+async fn database_logins_roll_over_under_load_without_failures() {
+    use sqlx::{Connection, Executor, Row};
+    let admin_url = std::env::var("RAGVAULT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    admin
+        .execute(
+            "DO $$ BEGIN CREATE ROLE ragvault_owner NOLOGIN; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    let db = ragvault_testkit::TestDatabase::create().await;
+    admin
+        .execute(format!(r#"ALTER DATABASE "{}" OWNER TO ragvault_owner"#, db.name).as_str())
+        .await
+        .unwrap();
+    let engine_url = format!(
+        "postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:5432/{}?sslmode=disable",
+        db.name
+    );
+    let bao = OpenBao::start_with(OpenBaoOptions {
+        database: Some((engine_url, "4s".into(), "8s".into())),
+        ..Default::default()
+    })
+    .await;
+    let mut overrides = bao.settings_overrides();
+    overrides.push(("database.credentials".into(), "\"vault\"".into()));
+    let refs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let db_name = db.name.clone();
+    let app = ragvault_testkit::spawn_app_in(db, &refs).await;
+
+    let first = get_credentials(&app).await["database"].clone();
+    assert_eq!(first["source"], "vault", "{first}");
+    let first_user = first["username"].as_str().unwrap().to_owned();
+    assert!(first_user.starts_with("v-"), "{first_user}");
+
+    // Steady queries through the API while the login is renewed and then replaced.
+    let failures = Arc::new(AtomicU64::new(0));
+    let served = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(9);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url, key) = (
+                app.client.clone(),
+                app.url("/v1/admin/tenants"),
+                app.operator_key.clone(),
+            );
+            let (failures, served) = (failures.clone(), served.clone());
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    let ok = client
+                        .get(&url)
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    served.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the rollover"
+    );
+    assert!(served.load(Ordering::Relaxed) > 200);
+    let now = get_credentials(&app).await["database"].clone();
+    assert!(now["renewals"].as_u64().unwrap() >= 1, "{now}");
+    assert!(now["rollovers"].as_u64().unwrap() >= 1, "{now}");
+    let current_user = now["username"].as_str().unwrap().to_owned();
+    assert_ne!(current_user, first_user);
+
+    // The first login was revoked (Vault dropped the role); the schema belongs to the owner role.
+    let mut gone = false;
+    for _ in 0..40 {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+            .bind(&first_user)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        if count == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(gone, "the first database login was never revoked");
+    let db_admin_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
+    let mut in_db = sqlx::PgConnection::connect(&db_admin_url).await.unwrap();
+    let owner: String = in_db
+        .fetch_one("SELECT tableowner FROM pg_tables WHERE tablename = 'tenants'")
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "ragvault_owner");
+    in_db.close().await.ok();
+
+    // Leave no login role behind on the shared Postgres server (Vault revoked the older ones).
+    app.shutdown().await.unwrap();
+    let _ = admin
+        .execute(format!(r#"DROP ROLE IF EXISTS "{current_user}""#).as_str())
+        .await;
+}

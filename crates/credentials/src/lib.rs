@@ -26,4 +26,4 @@ pub use provider::{
 pub use provider_keyring::{KeyVersionInfo, SealedKeyring};
 pub use secret::Secret;
 pub use source::{KeySource, API_KEY_HASH_PATH};
-pub use vault::{VaultBackend, VaultConfig};
+pub use vault::{DatabaseLease, VaultBackend, VaultConfig};

@@ -392,3 +392,152 @@ async fn unwrap_secret_id(
         },
     }
 }
+
+/// Short-lived Postgres credentials from Vault's database secrets engine. The password is lent only
+/// inside [`DatabaseLease::with_password`].
+pub struct DatabaseLease {
+    pub username: String,
+    password: Secret<String>,
+    pub lease_id: String,
+    pub ttl: Duration,
+    pub renewable: bool,
+    pub obtained: Instant,
+}
+
+impl std::fmt::Debug for DatabaseLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseLease")
+            .field("username", &self.username)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseLease {
+    pub fn with_password<R>(&self, use_password: impl FnOnce(&str) -> R) -> R {
+        use_password(self.password.expose_secret())
+    }
+
+    pub fn expires_at(&self) -> Instant {
+        self.obtained + self.ttl
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LeaseEnvelope<T> {
+    lease_id: String,
+    lease_duration: u64,
+    renewable: bool,
+    data: T,
+}
+
+#[derive(serde::Deserialize)]
+struct DbCreds {
+    username: String,
+    password: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RenewResponse {
+    lease_duration: u64,
+}
+
+impl VaultBackend {
+    /// Calls a Vault endpoint that vaultrs does not cover with lease details, using this backend's token.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response, CredentialsError> {
+        let client = self.client().await;
+        let token = Secret::new(client.settings.token.clone());
+        let http = reqwest::Client::builder()
+            .timeout(self.config.request_timeout)
+            .build()
+            .map_err(|e| CredentialsError::VaultConfig(e.to_string()))?;
+        let mut request = http
+            .request(
+                method,
+                format!("{}/v1/{path}", self.config.addr.trim_end_matches('/')),
+            )
+            .header("X-Vault-Token", token.expose_secret().as_str());
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let unavailable = |reason: String| CredentialsError::VaultUnavailable {
+            addr: self.config.addr.clone(),
+            reason,
+        };
+        let response = request.send().await.map_err(|_| {
+            unavailable(format!(
+                "{path}: no answer (connection failed or timed out)"
+            ))
+        })?;
+        match response.status().as_u16() {
+            200..=299 => Ok(response),
+            403 => Err(CredentialsError::VaultDenied {
+                path: path.to_owned(),
+            }),
+            code => Err(unavailable(format!("{path}: HTTP {code}"))),
+        }
+    }
+
+    /// Leases new database credentials from `<mount>/creds/<role>`.
+    pub async fn lease_database_credentials(
+        &self,
+        mount: &str,
+        role: &str,
+    ) -> Result<DatabaseLease, CredentialsError> {
+        let path = format!("{mount}/creds/{role}");
+        let response = self.call(reqwest::Method::GET, &path, None).await?;
+        let envelope: LeaseEnvelope<DbCreds> =
+            response
+                .json()
+                .await
+                .map_err(|_| CredentialsError::MalformedSecret {
+                    path: path.clone(),
+                    reason: "response is not a database credential lease".to_owned(),
+                })?;
+        let mut creds = envelope.data;
+        let lease = DatabaseLease {
+            username: creds.username.clone(),
+            password: Secret::new(std::mem::take(&mut creds.password)),
+            lease_id: envelope.lease_id,
+            ttl: Duration::from_secs(envelope.lease_duration),
+            renewable: envelope.renewable,
+            obtained: Instant::now(),
+        };
+        tracing::info!(username = %lease.username, ttl_secs = lease.ttl.as_secs(), "leased database credentials");
+        Ok(lease)
+    }
+
+    /// Renews a lease; returns the TTL Vault granted (less than asked once the lease nears its max TTL).
+    pub async fn renew_lease(
+        &self,
+        lease_id: &str,
+        increment: Duration,
+    ) -> Result<Duration, CredentialsError> {
+        let body = serde_json::json!({ "lease_id": lease_id, "increment": increment.as_secs() });
+        let response = self
+            .call(reqwest::Method::PUT, "sys/leases/renew", Some(body))
+            .await?;
+        let renewed: RenewResponse =
+            response
+                .json()
+                .await
+                .map_err(|_| CredentialsError::MalformedSecret {
+                    path: "sys/leases/renew".to_owned(),
+                    reason: "unparseable renewal response".to_owned(),
+                })?;
+        Ok(Duration::from_secs(renewed.lease_duration))
+    }
+
+    /// Revokes a lease now (for database credentials: Vault drops the Postgres role).
+    pub async fn revoke_lease(&self, lease_id: &str) -> Result<(), CredentialsError> {
+        let body = serde_json::json!({ "lease_id": lease_id });
+        self.call(reqwest::Method::PUT, "sys/leases/revoke", Some(body))
+            .await?;
+        Ok(())
+    }
+}

@@ -33,6 +33,16 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub acquire_timeout_ms: u64,
+    /// `static`: the login in `database.url` / `DATABASE_URL`. `vault`: short-lived logins leased from
+    /// Vault's database secrets engine (`vault.database_mount`/creds/`vault.database_role`).
+    pub credentials: DatabaseCredentials,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseCredentials {
+    Static,
+    Vault,
 }
 
 /// The URL may carry a password (from `DATABASE_URL`), so Debug shows only where it points.
@@ -42,6 +52,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("url", &redact_url_password(&self.url))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -80,6 +91,8 @@ pub struct VaultSettings {
     pub approle_mount: String,
     pub kv_mount: String,
     pub transit_mount: String,
+    pub database_mount: String,
+    pub database_role: String,
     pub request_timeout_ms: u64,
 }
 
@@ -220,6 +233,8 @@ impl Settings {
                 ("vault.approle_mount", &vault.approle_mount),
                 ("vault.kv_mount", &vault.kv_mount),
                 ("vault.transit_mount", &vault.transit_mount),
+                ("vault.database_mount", &vault.database_mount),
+                ("vault.database_role", &vault.database_role),
             ] {
                 if mount.is_empty() || mount.contains(['/', ' ']) {
                     problems.push(format!("{key}: must be a mount name without slashes"));
@@ -228,6 +243,13 @@ impl Settings {
             if vault.request_timeout_ms == 0 {
                 problems.push("vault.request_timeout_ms: must be at least 1".to_owned());
             }
+        }
+        if self.database.credentials == DatabaseCredentials::Vault
+            && self.credentials.backend != CredentialsBackend::Vault
+        {
+            problems.push(
+                "database.credentials: `vault` needs credentials.backend = \"vault\"".to_owned(),
+            );
         }
         let creds = &self.credentials;
         if creds.lease_soft_ttl_secs == 0 {

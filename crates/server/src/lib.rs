@@ -4,6 +4,7 @@
 //! domain types, call a crate, and map the crate's error to a status and a stable code in `error.rs`.
 
 pub mod config;
+mod db_login;
 mod error;
 mod extract;
 mod middleware;
@@ -105,15 +106,44 @@ async fn write_audit_events(
     }
 }
 
-/// Builds the database pool (lazily connected).
+fn pool_settings(settings: &Settings, max_lifetime: Option<std::time::Duration>) -> PoolSettings {
+    PoolSettings {
+        max_connections: settings.database.max_connections,
+        acquire_timeout: settings.acquire_timeout(),
+        max_lifetime: max_lifetime.or(PoolSettings::default().max_lifetime),
+    }
+}
+
+/// Builds the database pool (lazily connected) with the static login from the configuration.
 pub fn open_store(settings: &Settings) -> Result<Store, ServerError> {
     Ok(Store::connect_lazy(
         &settings.database.url,
-        &PoolSettings {
-            max_connections: settings.database.max_connections,
-            acquire_timeout: settings.acquire_timeout(),
-        },
+        &pool_settings(settings, None),
     )?)
+}
+
+/// Builds the database pool with the login the configuration asks for: the static one, or a login leased
+/// from Vault's database engine (returned too, so its lease can be maintained).
+pub async fn open_store_with(
+    settings: &Settings,
+    key_source: &KeySource,
+) -> Result<(Store, Option<ragvault_credentials::DatabaseLease>), ServerError> {
+    match (settings.database.credentials, key_source.vault_backend()) {
+        (config::DatabaseCredentials::Vault, Some(vault)) => {
+            let lease = vault
+                .lease_database_credentials(
+                    &settings.vault.database_mount,
+                    &settings.vault.database_role,
+                )
+                .await?;
+            let pool = pool_settings(settings, Some(db_login::connection_lifetime(lease.ttl)));
+            let store = lease.with_password(|password| {
+                Store::connect_lazy_as(&settings.database.url, &pool, &lease.username, password)
+            })?;
+            Ok((store, Some(lease)))
+        }
+        _ => Ok((open_store(settings)?, None)),
+    }
 }
 
 /// A configured service bound to its socket, ready to run.
@@ -139,8 +169,18 @@ impl Application {
     /// Opens the key source, connects to Postgres, applies migrations and binds the listener.
     pub async fn build(settings: Settings) -> Result<Application, ServerError> {
         let key_source = Arc::new(open_key_source(&settings).await?);
-        let store = open_store(&settings)?;
+        let (store, db_lease) = open_store_with(&settings, &key_source).await?;
         store.migrate().await?;
+        let db_login = match (db_lease, key_source.vault_backend()) {
+            (Some(lease), Some(vault)) => Some(Arc::new(db_login::DatabaseLogin::new(
+                vault.clone(),
+                store.clone(),
+                &settings.vault.database_mount,
+                &settings.vault.database_role,
+                &lease,
+            ))),
+            _ => None,
+        };
         let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let leases = Arc::new(LeaseManager::new(
@@ -154,6 +194,9 @@ impl Application {
         ];
         if let Some(vault) = key_source.vault_backend() {
             background.push(tokio::spawn(vault.clone().maintain_token()));
+        }
+        if let Some(login) = &db_login {
+            background.push(tokio::spawn(login.clone().maintain()));
         }
         // Lease the configured providers' operator keys up front, so the first request finds them cached.
         let configured: Vec<String> = settings.providers.keys().cloned().collect();
@@ -178,6 +221,7 @@ impl Application {
             key_source,
             access,
             leases,
+            db_login,
         };
         Ok(Application {
             listener,

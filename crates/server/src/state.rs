@@ -12,4 +12,6 @@ pub struct AppState {
     pub key_source: Arc<KeySource>,
     pub access: AccessControl,
     pub leases: Arc<LeaseManager>,
+    /// Present when the database login is leased from Vault.
+    pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

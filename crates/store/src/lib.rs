@@ -25,6 +25,9 @@ pub struct PoolSettings {
     pub max_connections: u32,
     /// How long a request waits for a free connection before failing (fail fast when Postgres is down).
     pub acquire_timeout: Duration,
+    /// Connections older than this are closed and reopened; with leased database logins this retires
+    /// connections made under a login that is about to be revoked.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -32,6 +35,7 @@ impl Default for PoolSettings {
         PoolSettings {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(3),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
         }
     }
 }
@@ -49,11 +53,41 @@ impl Store {
     /// Postgres is down.
     pub fn connect_lazy(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(StoreError::InvalidUrl)?;
+        Ok(Store::lazy_pool(options, settings))
+    }
+
+    /// Like [`Store::connect_lazy`], logging in as `username`/`password` instead of the URL's user (for
+    /// leased, short-lived database logins).
+    pub fn connect_lazy_as(
+        url: &str,
+        settings: &PoolSettings,
+        username: &str,
+        password: &str,
+    ) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::InvalidUrl)?
+            .username(username)
+            .password(password);
+        Ok(Store::lazy_pool(options, settings))
+    }
+
+    fn lazy_pool(options: PgConnectOptions, settings: &PoolSettings) -> Store {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
+            .max_lifetime(settings.max_lifetime)
             .connect_lazy_with(options);
-        Ok(Store { pool })
+        Store { pool }
+    }
+
+    /// Switches the login used for new connections. Open connections keep working under the old login
+    /// until they are retired (`max_lifetime`), so no request fails during the switch.
+    pub fn switch_login(&self, username: &str, password: &str) {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .username(username)
+            .password(password);
+        self.pool.set_connect_options(options);
     }
 
     pub fn from_pool(pool: PgPool) -> Store {

@@ -49,8 +49,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns with extra configuration overrides (dotted key, TOML value), applied last.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_in(TestDatabase::create().await, overrides).await
+}
+
+/// Spawns on a database the test prepared itself (for example with another owner).
+pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) -> TestApp {
     logs::install();
-    let database = TestDatabase::create().await;
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let database_url = toml_string(&database.url);
     let data_dir_value = toml_string(&data_dir.path().display().to_string());

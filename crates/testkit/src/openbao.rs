@@ -23,6 +23,9 @@ pub struct OpenBaoOptions {
     pub token_ttl: Option<String>,
     /// Response-wrap the secret_id for this long.
     pub wrap_ttl: Option<String>,
+    /// Configure the database engine for this Postgres URL (Vault connects as admin with it), with
+    /// (default TTL, max TTL) for leased logins.
+    pub database: Option<(String, String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -118,6 +121,12 @@ impl OpenBao {
         }
         if let Some(ttl) = &options.wrap_ttl {
             bootstrap.env("RAGVAULT_WRAP_TTL", ttl);
+        }
+        if let Some((url, ttl, max_ttl)) = &options.database {
+            bootstrap
+                .env("RAGVAULT_DB_CONNECTION_URL", url)
+                .env("RAGVAULT_DB_TTL", ttl)
+                .env("RAGVAULT_DB_MAX_TTL", max_ttl);
         }
         let output = bootstrap.output().expect("run vault-bootstrap.sh");
         assert!(

@@ -25,9 +25,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
             "last_error": v.last_error(),
         })
     });
+    let database = match &state.db_login {
+        Some(login) => json!(login.status()),
+        None => json!({ "source": "static" }),
+    };
     Ok(Json(json!({
         "source": source.name(),
         "vault": vault,
+        "database": database,
         "providers": state.leases.status(),
     })))
 }
