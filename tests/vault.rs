@@ -619,6 +619,35 @@ async fn service_reports_credentials_and_never_logs_keys() {
         .unwrap();
     assert_eq!(ready["checks"]["key_source"], "ok", "{ready}");
 
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"ragvault_credential_refresh_total{provider="openai",tenant="",outcome="ok"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ragvault_credential_key_version{provider="openai",tenant=""} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ragvault_credential_lease_age_seconds{provider=\"openai\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ragvault_vault_logins_total 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("sk-service-visible"));
+
     let body = get_credentials(&app).await.to_string();
     assert!(!body.contains("sk-service-visible"), "{body}");
     let logs = captured_logs();
@@ -801,4 +830,106 @@ async fn database_logins_roll_over_under_load_without_failures() {
     let _ = admin
         .execute(format!(r#"DROP ROLE IF EXISTS "{current_user}""#).as_str())
         .await;
+}
+
+/// One call to the fake OpenAI endpoint with a leased key, classifying a 401/403 as a refused key.
+async fn chat(
+    http: &reqwest::Client,
+    base_url: &str,
+    lease: Arc<ragvault_credentials::Lease>,
+) -> Result<u64, ragvault_credentials::ProviderCallError<String>> {
+    use ragvault_credentials::ProviderCallError;
+    let request = lease.with_key(|key| {
+        http.post(format!("{base_url}/chat/completions"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+    });
+    let response = request
+        .send()
+        .await
+        .map_err(|e| ProviderCallError::Other(e.to_string()))?;
+    match response.status().as_u16() {
+        200 => Ok(lease.version),
+        401 | 403 => Err(ProviderCallError::Unauthorized(format!(
+            "HTTP {}",
+            response.status()
+        ))),
+        code => Err(ProviderCallError::Other(format!("HTTP {code}"))),
+    }
+}
+
+/// The provider stops accepting the old key before ragvault's next refresh: the refused call causes one
+/// Vault read and one retry with the new version, invisible to the caller. A key the provider keeps
+/// refusing takes the provider out of service until a new version is written.
+#[tokio::test]
+async fn a_refused_key_is_refreshed_and_retried_once_then_the_circuit_opens() {
+    let bao = OpenBao::start().await;
+    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let path = "ragvault/providers/openai";
+    bao.put_key(path, "sk-fake-v1").await;
+    provider.accept("sk-fake-v1");
+    let leases = manager(&bao, Duration::from_secs(600), Duration::from_secs(600)).await;
+    let key_ref = ProviderKeyRef::operator("openai");
+    let http = reqwest::Client::new();
+    let base = provider.base_url.clone();
+    let answered = leases
+        .call_with_lease(&key_ref, |lease| chat(&http, &base, lease))
+        .await
+        .unwrap();
+    assert_eq!(answered, 1);
+
+    // Rotation: the provider accepts only v2 from now on; ragvault has not refreshed yet.
+    bao.put_key(path, "sk-fake-v2").await;
+    provider.accept("sk-fake-v2");
+    provider.revoke("sk-fake-v1");
+    let (reads, calls) = (kv_reads(&leases), provider.requests());
+    let answered = leases
+        .call_with_lease(&key_ref, |lease| chat(&http, &base, lease))
+        .await
+        .unwrap();
+    assert_eq!(answered, 2, "the retry must use the new version");
+    assert_eq!(kv_reads(&leases) - reads, 1, "exactly one forced refresh");
+    assert_eq!(provider.requests() - calls, 2, "exactly one retry");
+
+    // The provider revokes v2 and Vault has nothing newer: after three refusals the provider is out.
+    provider.revoke("sk-fake-v2");
+    for _ in 0..ragvault_credentials::AUTH_FAILURE_LIMIT {
+        assert!(leases
+            .call_with_lease(&key_ref, |lease| chat(&http, &base, lease))
+            .await
+            .is_err());
+    }
+    let calls = provider.requests();
+    let err = leases
+        .call_with_lease(&key_ref, |lease| chat(&http, &base, lease))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ragvault_credentials::LeasedCallError::Credentials(_)),
+        "{err}"
+    );
+    assert_eq!(
+        provider.requests(),
+        calls,
+        "an open circuit sends nothing to the provider"
+    );
+    let status = leases.status();
+    assert_eq!(status[0].state, "unavailable");
+    assert!(status[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("refused key version 2"));
+    // Refreshing still finds only the refused version: it stays out.
+    assert!(leases.force_refresh(&key_ref).await.is_err());
+
+    // A new version closes the circuit.
+    bao.put_key(path, "sk-fake-v3").await;
+    provider.accept("sk-fake-v3");
+    leases.force_refresh(&key_ref).await.unwrap();
+    let answered = leases
+        .call_with_lease(&key_ref, |lease| chat(&http, &base, lease))
+        .await
+        .unwrap();
+    assert_eq!(answered, 3);
 }

@@ -72,6 +72,36 @@ impl Lease {
     }
 }
 
+/// Consecutive provider refusals of a key after which the provider is taken out of service.
+pub const AUTH_FAILURE_LIMIT: u32 = 3;
+
+/// How a provider call made with a leased key failed.
+#[derive(Debug)]
+pub enum ProviderCallError<E> {
+    /// The provider refused the key (HTTP 401 or 403).
+    Unauthorized(E),
+    /// Any other failure; the lease is not touched.
+    Other(E),
+}
+
+/// Why [`LeaseManager::call_with_lease`] failed.
+#[derive(Debug)]
+pub enum LeasedCallError<E> {
+    /// No usable key (revoked, unavailable, key source down past hard expiry).
+    Credentials(CredentialsError),
+    /// The provider call failed (after the one retry, for a refused key).
+    Provider(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for LeasedCallError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeasedCallError::Credentials(e) => e.fmt(f),
+            LeasedCallError::Provider(e) => e.fmt(f),
+        }
+    }
+}
+
 /// What happened to a lease, for the audit log and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CredentialEvent {
@@ -116,6 +146,9 @@ pub struct LeaseStatus {
     pub last_error: Option<String>,
     pub refreshes_ok: u64,
     pub refreshes_failed: u64,
+    pub refreshes_revoked: u64,
+    /// Consecutive calls the provider refused with this key.
+    pub auth_failures: u32,
 }
 
 #[derive(Default)]
@@ -129,6 +162,10 @@ struct SlotState {
     failures: u32,
     refreshes_ok: u64,
     refreshes_failed: u64,
+    refreshes_revoked: u64,
+    auth_failures: u32,
+    /// A version the provider refused repeatedly: not served again until a different version appears.
+    rejected_version: Option<u64>,
 }
 
 struct Slot {
@@ -268,6 +305,82 @@ impl LeaseManager {
         Ok(fresh)
     }
 
+    /// Runs one provider call with a leased key. If the provider refuses the key (401/403), the key is
+    /// re-read once (shared with every other request that saw the same version) and the call is retried
+    /// once with the new version. After [`AUTH_FAILURE_LIMIT`] refusals in a row the provider is marked
+    /// unavailable until a different key version is written, so the failover chain moves on.
+    pub async fn call_with_lease<T, E, F, Fut>(
+        &self,
+        key_ref: &ProviderKeyRef,
+        mut call: F,
+    ) -> Result<T, LeasedCallError<E>>
+    where
+        F: FnMut(Arc<Lease>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderCallError<E>>>,
+    {
+        let lease = self
+            .lease(key_ref)
+            .await
+            .map_err(LeasedCallError::Credentials)?;
+        let rejection = match call(lease.clone()).await {
+            Ok(value) => {
+                self.record_auth_success(key_ref);
+                return Ok(value);
+            }
+            Err(ProviderCallError::Other(e)) => return Err(LeasedCallError::Provider(e)),
+            Err(ProviderCallError::Unauthorized(e)) => e,
+        };
+        let fresh = match self.report_rejected(&lease).await {
+            Ok(fresh) => fresh,
+            Err(_) => {
+                self.record_auth_failure(key_ref, lease.version);
+                return Err(LeasedCallError::Provider(rejection));
+            }
+        };
+        match call(fresh.clone()).await {
+            Ok(value) => {
+                self.record_auth_success(key_ref);
+                Ok(value)
+            }
+            Err(ProviderCallError::Unauthorized(e)) => {
+                self.record_auth_failure(key_ref, fresh.version);
+                Err(LeasedCallError::Provider(e))
+            }
+            Err(ProviderCallError::Other(e)) => Err(LeasedCallError::Provider(e)),
+        }
+    }
+
+    fn record_auth_success(&self, key_ref: &ProviderKeyRef) {
+        self.slot(key_ref).state().auth_failures = 0;
+    }
+
+    fn record_auth_failure(&self, key_ref: &ProviderKeyRef, version: u64) {
+        let slot = self.slot(key_ref);
+        let event = {
+            let mut state = slot.state();
+            state.auth_failures = state.auth_failures.saturating_add(1);
+            if state.auth_failures < AUTH_FAILURE_LIMIT {
+                return;
+            }
+            let reason = format!(
+                "the provider refused key version {version} {} times in a row; write a new version to restore it",
+                state.auth_failures
+            );
+            state.lease = None;
+            state.rejected_version = Some(version);
+            state.unavailable = Some(reason.clone());
+            state.next_retry = Some(Instant::now() + self.settings.soft_ttl);
+            CredentialEvent::Revoked {
+                key_ref: key_ref.clone(),
+                reason,
+            }
+        };
+        log_event(&event);
+        if let Some(sink) = &self.sink {
+            sink.record(event);
+        }
+    }
+
     async fn fetch_into(
         &self,
         key_ref: &ProviderKeyRef,
@@ -279,7 +392,26 @@ impl LeaseManager {
         let outcome = {
             let mut state = slot.state();
             match result {
+                Ok(fetched) if state.rejected_version == Some(fetched.version) => {
+                    // Still the key the provider refused: stay unavailable until a new version is written.
+                    state.refreshes_ok += 1;
+                    state.last_refresh = Some(OffsetDateTime::now_utc());
+                    state.next_retry = Some(now + self.settings.soft_ttl);
+                    Err(CredentialsError::KeyRejected {
+                        provider: key_ref.provider.clone(),
+                        version: fetched.version,
+                    })
+                }
                 Ok(fetched) => {
+                    state.rejected_version = None;
+                    // Refusals count against a version: a new version starts with a clean record.
+                    if state
+                        .lease
+                        .as_ref()
+                        .is_none_or(|old| old.version != fetched.version)
+                    {
+                        state.auth_failures = 0;
+                    }
                     let lease = Arc::new(self.new_lease(key_ref, fetched, now));
                     match &state.lease {
                         Some(old) if old.version != lease.version => {
@@ -336,7 +468,7 @@ impl LeaseManager {
                     state.lease = None;
                     state.unavailable = Some(reason);
                     state.last_error = None;
-                    state.refreshes_failed += 1;
+                    state.refreshes_revoked += 1;
                     state.next_retry = Some(now + self.settings.soft_ttl);
                     state.last_refresh = Some(OffsetDateTime::now_utc());
                     Err(e)
@@ -441,6 +573,8 @@ impl LeaseManager {
                         .or_else(|| state.last_error.clone()),
                     refreshes_ok: state.refreshes_ok,
                     refreshes_failed: state.refreshes_failed,
+                    refreshes_revoked: state.refreshes_revoked,
+                    auth_failures: state.auth_failures,
                 }
             })
             .collect();

@@ -19,6 +19,7 @@ pub use error::{CredentialsError, RevokedState};
 pub use keyring::LocalKeyring;
 pub use lease::{
     CredentialEvent, CredentialEventSink, Lease, LeaseManager, LeaseSettings, LeaseStatus,
+    LeasedCallError, ProviderCallError, AUTH_FAILURE_LIMIT,
 };
 pub use provider::{
     operator_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef,

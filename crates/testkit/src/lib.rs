@@ -4,10 +4,12 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod database;
+mod fake_provider;
 mod logs;
 mod openbao;
 
 pub use database::TestDatabase;
+pub use fake_provider::FakeOpenAi;
 pub use logs::captured_logs;
 pub use openbao::{OpenBao, OpenBaoOptions};
 

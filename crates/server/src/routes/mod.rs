@@ -2,6 +2,7 @@ mod admin;
 mod credentials;
 mod health;
 mod keys;
+mod metrics;
 mod tenant;
 
 use crate::middleware;
@@ -18,6 +19,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/whoami", get(tenant::whoami))
         .route(
             "/v1/api-keys",

@@ -1,0 +1,149 @@
+//! `/metrics` in the Prometheus text format. Today it carries the credential metrics; request, provider and
+//! index metrics join with the observability work.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write;
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut out = String::new();
+    render_credentials(&state, &mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn render_credentials(state: &AppState, out: &mut String) {
+    // Label values are provider names (validated: [a-z0-9_-]) and tenant UUIDs: nothing to escape.
+    let leases = state.leases.status();
+    let labels = |provider: &str, tenant: Option<ragvault_core::TenantId>| {
+        format!(
+            "provider=\"{provider}\",tenant=\"{}\"",
+            tenant.map(|t| t.to_string()).unwrap_or_default()
+        )
+    };
+    family(
+        out,
+        "ragvault_credential_refresh_total",
+        "counter",
+        "Reads of provider keys from the key source, by outcome.",
+    );
+    for l in &leases {
+        let base = labels(&l.provider, l.tenant_id);
+        for (outcome, n) in [
+            ("ok", l.refreshes_ok),
+            ("error", l.refreshes_failed),
+            ("revoked", l.refreshes_revoked),
+        ] {
+            let _ = writeln!(
+                out,
+                "ragvault_credential_refresh_total{{{base},outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "ragvault_credential_lease_age_seconds",
+        "gauge",
+        "Age of the provider key lease being served.",
+    );
+    for l in leases.iter().filter(|l| l.lease_age_secs.is_some()) {
+        let _ = writeln!(
+            out,
+            "ragvault_credential_lease_age_seconds{{{}}} {}",
+            labels(&l.provider, l.tenant_id),
+            l.lease_age_secs.unwrap_or_default()
+        );
+    }
+    family(
+        out,
+        "ragvault_credential_lease_state",
+        "gauge",
+        "1 for the current state of each provider key lease.",
+    );
+    for l in &leases {
+        let _ = writeln!(
+            out,
+            "ragvault_credential_lease_state{{{},state=\"{}\"}} 1",
+            labels(&l.provider, l.tenant_id),
+            l.state
+        );
+    }
+    family(
+        out,
+        "ragvault_credential_key_version",
+        "gauge",
+        "Version of the provider key being served.",
+    );
+    for l in leases.iter().filter(|l| l.key_version.is_some()) {
+        let _ = writeln!(
+            out,
+            "ragvault_credential_key_version{{{}}} {}",
+            labels(&l.provider, l.tenant_id),
+            l.key_version.unwrap_or_default()
+        );
+    }
+    if let Some(vault) = state.key_source.vault_backend() {
+        family(
+            out,
+            "ragvault_vault_logins_total",
+            "counter",
+            "AppRole logins.",
+        );
+        let _ = writeln!(out, "ragvault_vault_logins_total {}", vault.logins());
+        family(
+            out,
+            "ragvault_vault_kv_reads_total",
+            "counter",
+            "KV v2 reads.",
+        );
+        let _ = writeln!(out, "ragvault_vault_kv_reads_total {}", vault.kv_reads());
+    }
+    if let Some(login) = &state.db_login {
+        let status = login.status();
+        family(
+            out,
+            "ragvault_database_login_renewals_total",
+            "counter",
+            "Renewals of the leased database login.",
+        );
+        let _ = writeln!(
+            out,
+            "ragvault_database_login_renewals_total {}",
+            status.renewals
+        );
+        family(
+            out,
+            "ragvault_database_login_rollovers_total",
+            "counter",
+            "Switches to a newly leased database login.",
+        );
+        let _ = writeln!(
+            out,
+            "ragvault_database_login_rollovers_total {}",
+            status.rollovers
+        );
+        family(
+            out,
+            "ragvault_database_login_expires_in_seconds",
+            "gauge",
+            "Time left on the current database login lease.",
+        );
+        let _ = writeln!(
+            out,
+            "ragvault_database_login_expires_in_seconds {}",
+            status.lease_expires_in_secs
+        );
+    }
+}
