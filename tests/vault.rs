@@ -933,3 +933,54 @@ async fn a_refused_key_is_refreshed_and_retried_once_then_the_circuit_opens() {
         .unwrap();
     assert_eq!(answered, 3);
 }
+
+/// OpenBao killed outright mid-run and started again (file storage, unsealed again): valid leases keep
+/// serving while it is gone, refreshes fail and retry, and everything recovers without a restart of
+/// ragvault, including picking up a rotation written after the restart.
+#[tokio::test]
+async fn vault_killed_and_restarted_recovers_without_restarting_ragvault() {
+    let mut bao = OpenBao::start_persistent().await;
+    let path = "ragvault/providers/openai";
+    bao.put_key(path, "sk-restart-v1").await;
+    let leases = manager(&bao, Duration::from_millis(300), Duration::from_secs(30)).await;
+    let refresher = tokio::spawn(leases.clone().run_refresher());
+    let key_ref = ProviderKeyRef::operator("openai");
+    leases.lease(&key_ref).await.unwrap();
+
+    bao.kill();
+    let mut served = 0;
+    let down_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < down_until {
+        let lease = leases.lease(&key_ref).await.unwrap();
+        assert_eq!(key_of(&lease), "sk-restart-v1");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served > 50);
+    let failed = leases.status()[0].refreshes_failed;
+    assert!(
+        failed >= 1,
+        "refreshes should have been attempted and failed"
+    );
+    assert!(leases.source().check().await.unwrap_err().is_outage());
+
+    bao.restart().await;
+    leases.source().check().await.unwrap();
+    bao.put_key(path, "sk-restart-v2").await;
+    let l = leases.clone();
+    eventually(
+        "rotation picked up after the restart",
+        Duration::from_secs(10),
+        || {
+            l.status()
+                .iter()
+                .any(|s| s.state == "active" && s.key_version == Some(2))
+        },
+    )
+    .await;
+    assert_eq!(
+        key_of(&leases.lease(&key_ref).await.unwrap()),
+        "sk-restart-v2"
+    );
+    refresher.abort();
+}

@@ -13,6 +13,8 @@ pub struct OpenBao {
     pub role_id: String,
     pub secret_id_file: PathBuf,
     child: Child,
+    /// For a server with persistent storage: its config file and unseal key, so it can be killed and restarted.
+    persistent: Option<(PathBuf, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,6 +36,56 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
+}
+
+fn spawn_with_config(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("bao log");
+    Command::new("bao")
+        .arg("server")
+        .arg(format!("-config={}", config.display()))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start bao server")
+}
+
+fn run_bao(addr: &str, token: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("bao");
+    cmd.args(args)
+        .env("BAO_ADDR", addr)
+        .env_remove("BAO_TOKEN")
+        .env_remove("VAULT_TOKEN");
+    if let Some(token) = token {
+        cmd.env("BAO_TOKEN", token);
+    }
+    let output = cmd.output().expect("run bao");
+    assert!(
+        output.status.success(),
+        "bao {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until the server answers HTTP at all (sealed or not).
+async fn wait_until_listening(addr: &str, child: &mut Child) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        if client
+            .get(format!("{addr}/v1/sys/seal-status"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Waits until the server answers its health endpoint; false if the process exits or 30 s pass.
@@ -106,14 +158,109 @@ impl OpenBao {
             role_id: String::new(),
             secret_id_file: dir.path().join("secret-id"),
             child,
+            persistent: None,
             _dir: dir,
         };
+        bao.bootstrap(&options);
+        bao
+    }
+
+    /// A server with raft storage (not dev mode), initialised and unsealed, so it survives `kill` and
+    /// `restart` with its secrets, policies, AppRole and tokens intact.
+    pub async fn start_persistent() -> OpenBao {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let config = dir.path().join("bao.hcl");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("bao data dir");
+        let cluster_port = free_port();
+        // OpenBao's persistent storage is integrated (raft) storage, a single node here.
+        std::fs::write(
+            &config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"test\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                 cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"{addr}\"\ncluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+                data.display()
+            ),
+        )
+        .expect("write bao config");
+        let mut child = spawn_with_config(&config, &dir.path().join("bao.log"));
+        assert!(
+            wait_until_listening(&addr, &mut child).await,
+            "OpenBao did not start"
+        );
+        let init = run_bao(
+            &addr,
+            None,
+            &[
+                "operator",
+                "init",
+                "-key-shares=1",
+                "-key-threshold=1",
+                "-format=json",
+            ],
+        );
+        let init: serde_json::Value = serde_json::from_str(&init).expect("init output");
+        let unseal_key = init["unseal_keys_b64"][0]
+            .as_str()
+            .expect("unseal key")
+            .to_owned();
+        let root_token = init["root_token"].as_str().expect("root token").to_owned();
+        run_bao(&addr, None, &["operator", "unseal", &unseal_key]);
+        assert!(
+            wait_until_up(&addr, &mut child).await,
+            "OpenBao did not unseal"
+        );
+        let mut bao = OpenBao {
+            addr,
+            root_token,
+            role_id: String::new(),
+            secret_id_file: dir.path().join("secret-id"),
+            child,
+            persistent: Some((config, unseal_key)),
+            _dir: dir,
+        };
+        bao.bootstrap(&OpenBaoOptions::default());
+        bao
+    }
+
+    /// Kills the server process outright (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed persistent server again on the same address and unseals it.
+    pub async fn restart(&mut self) {
+        let (config, unseal_key) = self
+            .persistent
+            .clone()
+            .expect("only a persistent server restarts");
+        let log = config.with_file_name("bao-restarted.log");
+        let mut child = spawn_with_config(&config, &log);
+        assert!(
+            wait_until_listening(&self.addr, &mut child).await,
+            "OpenBao did not restart"
+        );
+        run_bao(&self.addr, None, &["operator", "unseal", &unseal_key]);
+        assert!(
+            wait_until_up(&self.addr, &mut child).await,
+            "OpenBao did not unseal after restart"
+        );
+        self.child = child;
+    }
+
+    fn bootstrap(&mut self, options: &OpenBaoOptions) {
         let mut bootstrap = Command::new("bash");
         bootstrap
             .arg(repo_root().join("scripts/vault-bootstrap.sh"))
-            .arg(&bao.secret_id_file)
-            .env("BAO_ADDR", &bao.addr)
-            .env("BAO_TOKEN", &bao.root_token)
+            .arg(&self.secret_id_file)
+            .env("BAO_ADDR", &self.addr)
+            .env("BAO_TOKEN", &self.root_token)
             .env_remove("VAULT_ADDR")
             .env_remove("VAULT_TOKEN");
         if let Some(ttl) = &options.token_ttl {
@@ -134,8 +281,7 @@ impl OpenBao {
             "vault-bootstrap.sh failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        bao.role_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        bao
+        self.role_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     }
 
     /// A client holding the root token, for the test to play operator.
