@@ -800,6 +800,23 @@ async fn database_logins_roll_over_under_load_without_failures() {
     let current_user = now["username"].as_str().unwrap().to_owned();
     assert_ne!(current_user, first_user);
 
+    let actions: Vec<String> = app
+        .store
+        .list_audit(None, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        actions.iter().any(|a| a == "database_login.renewed"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a == "database_login.rolled_over"),
+        "{actions:?}"
+    );
+
     // The first login was revoked (Vault dropped the role); the schema belongs to the owner role.
     let mut gone = false;
     for _ in 0..40 {
@@ -983,4 +1000,46 @@ async fn vault_killed_and_restarted_recovers_without_restarting_ragvault() {
         "sk-restart-v2"
     );
     refresher.abort();
+}
+
+/// A "Vault" that answers 5xx or garbage: a clear error naming the address, no panic, no secret.
+#[tokio::test]
+async fn vault_answering_errors_or_garbage_is_a_clear_error() {
+    use axum::http::StatusCode;
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        format!("http://{addr}")
+    }
+    let failing = serve(axum::Router::new().fallback(|| async {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html>upstream exploded</html>",
+        )
+    }))
+    .await;
+    let garbage =
+        serve(axum::Router::new().fallback(|| async { (StatusCode::OK, "definitely not json") }))
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_id_file = dir.path().join("secret-id");
+    std::fs::write(&secret_id_file, "top-secret-secret-id-value\n").unwrap();
+    for addr in [failing, garbage] {
+        let config = VaultConfig {
+            addr: addr.clone(),
+            role_id: "ragvault".into(),
+            secret_id_file: secret_id_file.clone(),
+            secret_id_wrapped: false,
+            approle_mount: "approle".into(),
+            kv_mount: "secret".into(),
+            transit_mount: "transit".into(),
+            request_timeout: Duration::from_secs(2),
+        };
+        let err = KeySource::vault(config).await.unwrap_err();
+        assert!(err.is_outage(), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&addr), "{message}");
+        assert!(!message.contains("top-secret"), "{message}");
+    }
 }

@@ -109,6 +109,11 @@ pub enum CredentialEvent {
         key_ref: ProviderKeyRef,
         version: u64,
     },
+    /// Re-read on schedule or on request; the version did not change.
+    Refreshed {
+        key_ref: ProviderKeyRef,
+        version: u64,
+    },
     Rotated {
         key_ref: ProviderKeyRef,
         from: u64,
@@ -421,7 +426,10 @@ impl LeaseManager {
                                 to: lease.version,
                             })
                         }
-                        Some(_) => {}
+                        Some(old) => events.push(CredentialEvent::Refreshed {
+                            key_ref: key_ref.clone(),
+                            version: old.version,
+                        }),
                         None => events.push(CredentialEvent::Leased {
                             key_ref: key_ref.clone(),
                             version: lease.version,
@@ -587,6 +595,9 @@ fn log_event(event: &CredentialEvent) {
     match event {
         CredentialEvent::Leased { key_ref, version } => {
             tracing::info!(provider = %key_ref, version, "provider key leased")
+        }
+        CredentialEvent::Refreshed { key_ref, version } => {
+            tracing::debug!(provider = %key_ref, version, "provider key refreshed")
         }
         CredentialEvent::Rotated { key_ref, from, to } => {
             tracing::info!(provider = %key_ref, from, to, "provider key rotated")

@@ -3,8 +3,9 @@
 //! new connections, old connections retire (pool `max_lifetime`), and the old lease is revoked.
 
 use ragvault_credentials::{DatabaseLease, VaultBackend};
-use ragvault_store::Store;
+use ragvault_store::{AuditEntry, Store};
 use serde::Serialize;
+use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,19 @@ impl DatabaseLogin {
         }
     }
 
+    /// Writes an audit event off the maintenance path: a slow database must not delay a rollover.
+    fn audit(&self, action: &'static str, details: serde_json::Value) {
+        let store = self.store.clone();
+        let entry = AuditEntry::new("system:credentials", action)
+            .target("database_login")
+            .details(details);
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(&entry).await {
+                tracing::warn!(error = %e, action = entry.action, "could not write database login audit event");
+            }
+        });
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -112,11 +126,18 @@ impl DatabaseLogin {
             if renewable {
                 match self.backend.renew_lease(&lease_id, self.base_ttl).await {
                     Ok(granted) if granted >= self.base_ttl => {
-                        let mut state = self.state();
-                        state.current.obtained = Instant::now();
-                        state.current.ttl = granted;
-                        state.renewals += 1;
-                        state.last_error = None;
+                        let username = {
+                            let mut state = self.state();
+                            state.current.obtained = Instant::now();
+                            state.current.ttl = granted;
+                            state.renewals += 1;
+                            state.last_error = None;
+                            state.current.username.clone()
+                        };
+                        self.audit(
+                            "database_login.renewed",
+                            json!({ "username": username, "ttl_secs": granted.as_secs() }),
+                        );
                         continue;
                     }
                     Ok(granted) => {
@@ -128,6 +149,10 @@ impl DatabaseLogin {
                     Err(e) => {
                         tracing::warn!(error = %e, "database lease renewal failed; leasing a new login");
                         self.state().last_error = Some(e.to_string());
+                        self.audit(
+                            "database_login.renewal_failed",
+                            json!({ "error": e.to_string() }),
+                        );
                     }
                 }
             }
@@ -165,13 +190,22 @@ impl DatabaseLogin {
                         old
                     };
                     tracing::info!(from = %old.username, to = %lease.username, "switched to a new database login");
+                    self.audit(
+                        "database_login.rolled_over",
+                        json!({ "from": old.username, "to": lease.username, "ttl_secs": lease.ttl.as_secs() }),
+                    );
                     // Revoke the old login once every connection made under it has been retired.
                     let backend = self.backend.clone();
                     let grace = self.retire_after + Duration::from_secs(1);
                     tokio::spawn(async move {
                         tokio::time::sleep(grace).await;
-                        if let Err(e) = backend.revoke_lease(&old.lease_id).await {
-                            tracing::warn!(error = %e, username = %old.username, "could not revoke the old database login");
+                        match backend.revoke_lease(&old.lease_id).await {
+                            Ok(()) => {
+                                tracing::info!(username = %old.username, "revoked the old database login")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, username = %old.username, "could not revoke the old database login")
+                            }
                         }
                     });
                     return;

@@ -71,6 +71,11 @@ fn audit_entry(event: CredentialEvent) -> ragvault_store::AuditEntry {
         CredentialEvent::Leased { key_ref, version } => {
             ("credential.leased", key_ref, json!({ "version": version }))
         }
+        CredentialEvent::Refreshed { key_ref, version } => (
+            "credential.refreshed",
+            key_ref,
+            json!({ "version": version }),
+        ),
         CredentialEvent::Rotated { key_ref, from, to } => (
             "credential.rotated",
             key_ref,
