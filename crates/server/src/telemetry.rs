@@ -38,3 +38,48 @@ pub fn install_panic_hook() {
         tracing::error!(%location, "panic (message withheld: it may contain sensitive data)");
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_panic_hook_reports_where_but_never_what() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        let previous = std::panic::take_hook();
+        install_panic_hook();
+        tracing::subscriber::with_default(subscriber, || {
+            let result = std::panic::catch_unwind(|| {
+                panic!("leaked rvk_abcdefghijkl_SECRETSECRETSECRET and sk-live-123");
+            });
+            assert!(result.is_err());
+        });
+        std::panic::set_hook(previous);
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("message withheld"), "{logged}");
+        assert!(logged.contains("telemetry.rs"), "{logged}");
+        assert!(
+            !logged.contains("SECRET") && !logged.contains("sk-live"),
+            "{logged}"
+        );
+    }
+}
