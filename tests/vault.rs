@@ -1043,3 +1043,69 @@ async fn vault_answering_errors_or_garbage_is_a_clear_error() {
         assert!(!message.contains("top-secret"), "{message}");
     }
 }
+
+/// Per-tenant KEKs in Vault transit under the shipped policy: data keys generated, unwrapped, rewrapped
+/// after rotation, and unreadable once the KEK is destroyed, while another tenant stays readable.
+#[tokio::test]
+async fn transit_keks_wrap_rotate_and_crypto_shred() {
+    use ragvault_credentials::{SealContext, SealPurpose};
+    let bao = OpenBao::start().await;
+    let source = KeySource::vault(vault_config(&bao)).await.unwrap();
+    let (tenant, other) = (TenantId::new(), TenantId::new());
+    source.create_tenant_kek(tenant).await.unwrap();
+    source.create_tenant_kek(other).await.unwrap();
+    let id = uuid::Uuid::new_v4();
+    let (dek, wrapped) = source.generate_data_key(tenant, id).await.unwrap();
+    assert!(wrapped.0.starts_with("vault:v1:"), "{}", wrapped.0);
+    let ctx = SealContext {
+        purpose: SealPurpose::ChunkText,
+        tenant,
+        document: ragvault_core::DocumentId::new(),
+        chunk: Some(ragvault_core::ChunkId::new()),
+        ordinal: 0,
+    };
+    let sealed = dek.seal(&ctx, b"hold reset for ten seconds").unwrap();
+    let unwrapped = source.unwrap_data_key(tenant, id, &wrapped).await.unwrap();
+    assert_eq!(
+        unwrapped.open(&ctx, &sealed).unwrap(),
+        b"hold reset for ten seconds"
+    );
+    // Another tenant's KEK cannot unwrap it.
+    assert!(source.unwrap_data_key(other, id, &wrapped).await.is_err());
+
+    source.rotate_tenant_kek(tenant).await.unwrap();
+    let rewrapped = source.rewrap_data_key(tenant, &wrapped).await.unwrap();
+    assert!(rewrapped.0.starts_with("vault:v2:"), "{}", rewrapped.0);
+    let after = source
+        .unwrap_data_key(tenant, id, &rewrapped)
+        .await
+        .unwrap();
+    assert_eq!(
+        after.open(&ctx, &sealed).unwrap(),
+        b"hold reset for ten seconds"
+    );
+
+    let (other_dek, other_wrapped) = source
+        .generate_data_key(other, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    source.destroy_tenant_kek(tenant).await.unwrap();
+    for w in [&wrapped, &rewrapped] {
+        let err = source.unwrap_data_key(tenant, id, w).await.unwrap_err();
+        assert!(matches!(err, CredentialsError::KekMissing { .. }), "{err}");
+    }
+    // Destroying twice is not an error; the other tenant is untouched.
+    source.destroy_tenant_kek(tenant).await.unwrap();
+    assert!(source
+        .unwrap_data_key(other, other_dek.id(), &other_wrapped)
+        .await
+        .is_ok());
+    // The KEK is really gone from Vault, not just hidden from ragvault.
+    let read = vaultrs::transit::key::read(
+        &bao.root(),
+        "transit",
+        &ragvault_credentials::kek_name(tenant),
+    )
+    .await;
+    assert!(read.is_err());
+}

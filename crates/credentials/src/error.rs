@@ -69,6 +69,18 @@ pub enum CredentialsError {
     ProviderUnavailable { provider: String, reason: String },
     #[error("provider `{provider}` rejected key version {version} and no newer version exists")]
     KeyRejected { provider: String, version: u64 },
+    /// Decryption failed: the ciphertext was altered, truncated, moved to another row or tenant, or
+    /// opened with the wrong key. Never returns partial plaintext.
+    #[error("sealed data failed authentication (tampered, moved, or the wrong key)")]
+    SealTampered,
+    #[error("sealed data uses format version {0}, which this build cannot open")]
+    UnsupportedSealFormat(u8),
+    #[error("tenant {tenant} has no key-encryption key (never created, or destroyed)")]
+    KekMissing { tenant: String },
+    #[error("a data key of tenant {tenant} could not be unwrapped")]
+    DataKeyUnwrap { tenant: String },
+    #[error("the key source failed: {0}")]
+    Transit(String),
 }
 
 impl CredentialsError {
@@ -78,6 +90,16 @@ impl CredentialsError {
         matches!(
             self,
             CredentialsError::VaultUnavailable { .. } | CredentialsError::LoginRefused { .. }
+        )
+    }
+
+    /// True for integrity failures of sealed data: these are audited, never retried.
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            CredentialsError::SealTampered
+                | CredentialsError::UnsupportedSealFormat(_)
+                | CredentialsError::DataKeyUnwrap { .. }
         )
     }
 }

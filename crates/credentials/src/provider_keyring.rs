@@ -22,6 +22,17 @@ const MAGIC: &[u8] = b"RVKEYRING\x01";
 #[derive(Default, Serialize, Deserialize)]
 struct Document {
     entries: BTreeMap<String, Vec<StoredVersion>>,
+    /// Per-tenant key-encryption keys (the local stand-in for Vault transit keys), by tenant id.
+    #[serde(default)]
+    keks: BTreeMap<String, Vec<StoredKek>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKek {
+    version: u32,
+    key_hex: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,7 +54,33 @@ impl Drop for Document {
                 v.api_key.zeroize();
             }
         }
+        for versions in self.keks.values_mut() {
+            for v in versions {
+                v.key_hex.zeroize();
+            }
+        }
     }
+}
+
+fn random_key() -> Result<String, CredentialsError> {
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| CredentialsError::Random)?;
+    let encoded = hex::encode(key);
+    key.zeroize();
+    Ok(encoded)
+}
+
+fn decode_key(hex_key: &str) -> Option<Secret<[u8; 32]>> {
+    let mut bytes = hex::decode(hex_key).ok()?;
+    let mut key = [0u8; 32];
+    let ok = bytes.len() == 32;
+    if ok {
+        key.copy_from_slice(&bytes);
+    }
+    bytes.zeroize();
+    ok.then(|| Secret::new(key))
 }
 
 /// A version as listed: never the key.
@@ -221,6 +258,78 @@ impl SealedKeyring {
                 })
             })
             .collect())
+    }
+
+    /// Creates the tenant's key-encryption key (version 1) unless it exists.
+    pub(crate) fn create_kek(&self, tenant: &str) -> Result<(), CredentialsError> {
+        let mut doc = self.load()?;
+        if doc.keks.contains_key(tenant) {
+            return Ok(());
+        }
+        doc.keks.insert(
+            tenant.to_owned(),
+            vec![StoredKek {
+                version: 1,
+                key_hex: random_key()?,
+                created_at: OffsetDateTime::now_utc(),
+            }],
+        );
+        self.store(&doc)
+    }
+
+    /// A version of the tenant's KEK (`None` = latest) and its version number.
+    pub(crate) fn kek(
+        &self,
+        tenant: &str,
+        version: Option<u32>,
+    ) -> Result<(u32, Secret<[u8; 32]>), CredentialsError> {
+        let doc = self.load()?;
+        let missing = || CredentialsError::KekMissing {
+            tenant: tenant.to_owned(),
+        };
+        let versions = doc.keks.get(tenant).ok_or_else(missing)?;
+        let stored = match version {
+            None => versions.last(),
+            Some(v) => versions.iter().find(|k| k.version == v),
+        }
+        .ok_or_else(missing)?;
+        let key = decode_key(&stored.key_hex).ok_or_else(|| CredentialsError::KeyringTampered {
+            path: self.path.clone(),
+        })?;
+        Ok((stored.version, key))
+    }
+
+    /// Adds a new KEK version; returns it.
+    pub(crate) fn rotate_kek(&self, tenant: &str) -> Result<u32, CredentialsError> {
+        let mut doc = self.load()?;
+        let versions = doc
+            .keks
+            .get_mut(tenant)
+            .ok_or_else(|| CredentialsError::KekMissing {
+                tenant: tenant.to_owned(),
+            })?;
+        let version = versions.last().map_or(1, |k| k.version + 1);
+        versions.push(StoredKek {
+            version,
+            key_hex: random_key()?,
+            created_at: OffsetDateTime::now_utc(),
+        });
+        self.store(&doc)?;
+        Ok(version)
+    }
+
+    /// Destroys every version of the tenant's KEK (crypto-shredding). Returns false if there was none.
+    pub(crate) fn destroy_kek(&self, tenant: &str) -> Result<bool, CredentialsError> {
+        let mut doc = self.load()?;
+        let removed = doc.keks.remove(tenant);
+        let existed = removed.is_some();
+        if let Some(mut versions) = removed {
+            for v in &mut versions {
+                v.key_hex.zeroize();
+            }
+        }
+        self.store(&doc)?;
+        Ok(existed)
     }
 
     pub(crate) fn read(&self, path: &str) -> Result<KvRead, CredentialsError> {

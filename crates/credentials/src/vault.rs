@@ -212,6 +212,11 @@ impl VaultBackend {
         self.state.read().await.client.clone()
     }
 
+    /// The logged-in client, for transit calls made by the key-encryption code in this crate.
+    pub(crate) async fn transit_client(&self) -> Arc<VaultClient> {
+        self.client().await
+    }
+
     /// Keeps the token alive: renews at about two thirds of its lifetime, logs in again when renewal fails
     /// or the token was revoked, and backs off while Vault is unreachable. Runs until the task is dropped.
     pub async fn maintain_token(self: Arc<Self>) {

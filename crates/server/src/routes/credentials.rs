@@ -110,7 +110,12 @@ pub fn credential_error(err: CredentialsError) -> ApiError {
             "key_source_denied",
             err.to_string(),
         ),
-        CredentialsError::KeyFileIo { .. }
+        CredentialsError::KekMissing { .. }
+        | CredentialsError::DataKeyUnwrap { .. }
+        | CredentialsError::SealTampered
+        | CredentialsError::UnsupportedSealFormat(_)
+        | CredentialsError::Transit(_)
+        | CredentialsError::KeyFileIo { .. }
         | CredentialsError::InsecurePermissions { .. }
         | CredentialsError::MalformedKeyFile { .. }
         | CredentialsError::KeyringTampered { .. }
