@@ -179,7 +179,7 @@ async fn operator_tools(settings: &Settings) -> Result<(Store, AccessControl)> {
     // With leased database logins the CLI leases its own; it expires with its TTL.
     let (store, _lease) = open_store_with(settings, &key_source).await?;
     store.migrate().await.context("applying migrations")?;
-    let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
+    let access = AccessControl::new(store.clone(), std::sync::Arc::new(key_source));
     Ok((store, access))
 }
 

@@ -846,3 +846,133 @@ async fn key_material_never_reaches_the_logs() {
     assert!(!logs.contains(probe_secret));
     assert!(!logs.contains("SecretLookingGarbage"));
 }
+
+/// Every tenant gets its own KEK and wrapped data keys at creation; rotation rewraps them without changing
+/// the keys; deletion destroys the KEK, so the stored wrapped keys (as in a backup) no longer open, while
+/// other tenants are untouched.
+#[tokio::test]
+async fn tenant_keys_are_created_rotated_and_crypto_shredded() {
+    use ragvault_credentials::{SealContext, SealPurpose, WrappedKey};
+    let app = spawn_app().await;
+    let a = app.create_tenant(&unique_slug("keys-a")).await;
+    let b = app.create_tenant(&unique_slug("keys-b")).await;
+    let a_id: ragvault_core::TenantId = a.id.parse().unwrap();
+    let b_id: ragvault_core::TenantId = b.id.parse().unwrap();
+
+    let keys = app.store.list_data_keys(a_id).await.unwrap();
+    assert_eq!(keys.len(), 2, "one content key and one index key");
+    assert!(keys
+        .iter()
+        .all(|k| k.wrapped_key.starts_with("local:v1:") && k.retired_at.is_none()));
+    let content = keys
+        .iter()
+        .find(|k| k.purpose == ragvault_store::DataKeyPurpose::Content)
+        .unwrap()
+        .clone();
+    let dek = app
+        .key_source
+        .unwrap_data_key(a_id, content.id, &WrappedKey(content.wrapped_key.clone()))
+        .await
+        .unwrap();
+    let ctx = SealContext {
+        purpose: SealPurpose::ChunkText,
+        tenant: a_id,
+        document: ragvault_core::DocumentId::new(),
+        chunk: Some(ragvault_core::ChunkId::new()),
+        ordinal: 0,
+    };
+    let sealed = dek
+        .seal(&ctx, b"the E42 error means the fan is blocked")
+        .unwrap();
+
+    // Rotation: every key rewrapped under KEK v2, the old content key retired but still opening its data.
+    let rotated = call(
+        &app,
+        Method::POST,
+        &format!("/v1/admin/tenants/{}/rotate-keys", a.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(rotated.body["rewrapped"], 2);
+    let keys = app.store.list_data_keys(a_id).await.unwrap();
+    assert_eq!(keys.len(), 3);
+    let old = keys.iter().find(|k| k.id == content.id).unwrap();
+    assert!(old.retired_at.is_some() && old.rewrapped_at.is_some());
+    assert!(old.wrapped_key.starts_with("local:v2:"));
+    let reopened = app
+        .key_source
+        .unwrap_data_key(a_id, old.id, &WrappedKey(old.wrapped_key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.open(&ctx, &sealed).unwrap(),
+        b"the E42 error means the fan is blocked"
+    );
+    let active = app
+        .store
+        .active_data_key(a_id, ragvault_store::DataKeyPurpose::Content)
+        .await
+        .unwrap();
+    assert_eq!(
+        active.id.to_string(),
+        rotated.body["content_key_id"].as_str().unwrap()
+    );
+
+    // Deletion: KEK destroyed, rows gone, and a copy of the wrapped keys taken before (a backup) is useless.
+    let backup = app.store.list_data_keys(a_id).await.unwrap();
+    let deleted = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/admin/tenants/{}", a.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(deleted.body["kek_destroyed"], true);
+    for key in &backup {
+        let err = app
+            .key_source
+            .unwrap_data_key(a_id, key.id, &WrappedKey(key.wrapped_key.clone()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ragvault_credentials::CredentialsError::KekMissing { .. }
+            ),
+            "{err}"
+        );
+    }
+    assert!(app.store.list_data_keys(a_id).await.unwrap().is_empty());
+    let r = call(&app, Method::GET, "/v1/whoami", Some(&a.api_key), None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "invalid_api_key");
+    let again = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/admin/tenants/{}", a.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_error(&again, StatusCode::NOT_FOUND, "not_found");
+    // The audit trail outlives the tenant.
+    let audit = app.store.list_audit(Some(a_id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"tenant.keys_rotated") && actions.contains(&"tenant.deleted"),
+        "{actions:?}"
+    );
+
+    // Tenant B is untouched.
+    for key in app.store.list_data_keys(b_id).await.unwrap() {
+        app.key_source
+            .unwrap_data_key(b_id, key.id, &WrappedKey(key.wrapped_key))
+            .await
+            .unwrap();
+    }
+    let me = call(&app, Method::GET, "/v1/whoami", Some(&b.api_key), None).await;
+    assert_eq!(me.status, 200);
+}

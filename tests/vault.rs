@@ -1109,3 +1109,58 @@ async fn transit_keks_wrap_rotate_and_crypto_shred() {
     .await;
     assert!(read.is_err());
 }
+
+/// Through the service with Vault: a tenant's KEK is a transit key created with the tenant and destroyed
+/// with it.
+#[tokio::test]
+async fn tenant_lifecycle_creates_and_destroys_its_transit_key() {
+    let bao = OpenBao::start().await;
+    let overrides = bao.settings_overrides();
+    let refs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = spawn_app_with(&refs).await;
+    let tenant = app
+        .create_tenant(&ragvault_testkit::unique_slug("transit"))
+        .await;
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let name = ragvault_credentials::kek_name(tenant_id);
+    vaultrs::transit::key::read(&bao.root(), "transit", &name)
+        .await
+        .unwrap();
+    let keys = app.store.list_data_keys(tenant_id).await.unwrap();
+    assert!(
+        keys.iter().all(|k| k.wrapped_key.starts_with("vault:v1:")),
+        "{keys:?}"
+    );
+
+    let rotated: Value = app
+        .client
+        .post(app.url(&format!("/v1/admin/tenants/{}/rotate-keys", tenant.id)))
+        .bearer_auth(&app.operator_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rotated["rewrapped"], 2, "{rotated}");
+    let keys = app.store.list_data_keys(tenant_id).await.unwrap();
+    assert!(
+        keys.iter().all(|k| k.wrapped_key.starts_with("vault:v2:")),
+        "{keys:?}"
+    );
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/v1/admin/tenants/{}", tenant.id)))
+        .bearer_auth(&app.operator_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(vaultrs::transit::key::read(&bao.root(), "transit", &name)
+        .await
+        .is_err());
+}

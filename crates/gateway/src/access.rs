@@ -3,10 +3,10 @@ use ragvault_core::{
     ApiKeyId, Environment, OperatorKeyId, Principal, Scope, Scopes, TenantId, TenantSlug,
     TenantStatus,
 };
-use ragvault_credentials::{ApiKeyHasher, PresentedKey, Secret};
+use ragvault_credentials::{ApiKeyHasher, KeySource, PresentedKey, Secret};
 use ragvault_store::{
-    ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey, NewTenant,
-    Store, TenantRecord,
+    ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, DataKeyPurpose, NewApiKey, NewDataKey,
+    NewOperatorKey, NewTenant, Store, TenantRecord,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -60,13 +60,22 @@ pub struct IssuedOperatorKey {
 pub struct AccessControl {
     store: Store,
     hasher: Arc<ApiKeyHasher>,
+    keys: Arc<KeySource>,
+}
+
+/// What a key rotation did.
+#[derive(Debug, serde::Serialize)]
+pub struct KeyRotation {
+    pub rewrapped: usize,
+    pub content_key_id: uuid::Uuid,
 }
 
 impl AccessControl {
-    pub fn new(store: Store, hasher: ApiKeyHasher) -> AccessControl {
+    pub fn new(store: Store, keys: Arc<KeySource>) -> AccessControl {
         AccessControl {
             store,
-            hasher: Arc::new(hasher),
+            hasher: Arc::new(keys.api_key_hasher()),
+            keys,
         }
     }
 
@@ -145,12 +154,108 @@ impl AccessControl {
                 .target(format!("api_key:{}", key.id))
                 .details(json!({"scopes": key.scopes.names(), "public_id": key.public_id})),
         ];
-        let (tenant, key) = self.store.create_tenant(&tenant, &key, &audit).await?;
-        Ok(CreatedTenant {
-            tenant,
-            key,
-            api_key: issued.key,
+        // The tenant's KEK and first data keys exist before the tenant row does; if the row cannot be
+        // written, the KEK is destroyed again so nothing is left behind.
+        let tenant_id = tenant.id;
+        self.keys.create_tenant_kek(tenant_id).await?;
+        let data_keys = match self.new_data_keys(tenant_id).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.destroy_kek_after_failure(tenant_id).await;
+                return Err(e);
+            }
+        };
+        match self
+            .store
+            .create_tenant(&tenant, &key, &data_keys, &audit)
+            .await
+        {
+            Ok((tenant, key)) => Ok(CreatedTenant {
+                tenant,
+                key,
+                api_key: issued.key,
+            }),
+            Err(e) => {
+                self.destroy_kek_after_failure(tenant_id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn new_data_keys(&self, tenant: TenantId) -> Result<Vec<NewDataKey>, GatewayError> {
+        let mut keys = Vec::new();
+        for purpose in [DataKeyPurpose::Content, DataKeyPurpose::Index] {
+            let id = uuid::Uuid::new_v4();
+            let (_, wrapped) = self.keys.generate_data_key(tenant, id).await?;
+            keys.push(NewDataKey {
+                id,
+                purpose,
+                wrapped_key: wrapped.0,
+            });
+        }
+        Ok(keys)
+    }
+
+    async fn destroy_kek_after_failure(&self, tenant: TenantId) {
+        if let Err(e) = self.keys.destroy_tenant_kek(tenant).await {
+            tracing::warn!(%tenant, error = %e, "could not destroy the KEK of a tenant that was not created");
+        }
+    }
+
+    /// Rotates the tenant's KEK, rewraps every data key under the new version (content untouched), and
+    /// starts a new content key for new writes.
+    pub async fn rotate_tenant_keys(
+        &self,
+        tenant: TenantId,
+        ctx: &RequestContext,
+    ) -> Result<KeyRotation, GatewayError> {
+        self.store.get_tenant(tenant).await?;
+        self.keys.rotate_tenant_kek(tenant).await?;
+        let mut rewrapped = Vec::new();
+        for record in self.store.list_data_keys(tenant).await? {
+            let wrapped = ragvault_credentials::WrappedKey(record.wrapped_key);
+            let new = self.keys.rewrap_data_key(tenant, &wrapped).await?;
+            rewrapped.push((record.id, new.0));
+        }
+        let content_id = uuid::Uuid::new_v4();
+        let (_, content_wrapped) = self.keys.generate_data_key(tenant, content_id).await?;
+        let new_content = NewDataKey {
+            id: content_id,
+            purpose: DataKeyPurpose::Content,
+            wrapped_key: content_wrapped.0,
+        };
+        let audit = ctx
+            .audit("tenant.keys_rotated")
+            .tenant(tenant)
+            .target(format!("tenant:{tenant}"))
+            .details(json!({ "rewrapped": rewrapped.len(), "content_key_id": content_id }));
+        self.store
+            .apply_key_rotation(tenant, &rewrapped, &new_content, &audit)
+            .await?;
+        Ok(KeyRotation {
+            rewrapped: rewrapped.len(),
+            content_key_id: content_id,
         })
+    }
+
+    /// Deletes a tenant and crypto-shreds it: the KEK is destroyed first (so even backups of its rows
+    /// become unreadable), then the rows go, with an audit row that outlives them.
+    pub async fn delete_tenant(
+        &self,
+        tenant: TenantId,
+        ctx: &RequestContext,
+    ) -> Result<(), GatewayError> {
+        let record = self.store.get_tenant(tenant).await?;
+        self.keys.destroy_tenant_kek(tenant).await?;
+        let audit = ctx
+            .audit("tenant.deleted")
+            .tenant(tenant)
+            .target(format!("tenant:{tenant}"))
+            .details(json!({ "slug": record.slug, "kek_destroyed": true }));
+        if !self.store.delete_tenant(tenant, &audit).await? {
+            return Err(ragvault_store::StoreError::NotFound("tenant").into());
+        }
+        Ok(())
     }
 
     /// Issues another key for a tenant with exactly the scopes asked for.

@@ -125,7 +125,7 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_expiry", message)
             }
             GatewayError::Store(e) => e.into(),
-            GatewayError::Credentials(e) => ApiError::internal(&e),
+            GatewayError::Credentials(e) => crate::routes::credential_error(e),
         }
     }
 }

@@ -186,7 +186,7 @@ impl Application {
             ))),
             _ => None,
         };
-        let access = AccessControl::new(store.clone(), key_source.api_key_hasher());
+        let access = AccessControl::new(store.clone(), key_source.clone());
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let leases = Arc::new(LeaseManager::new(
             key_source.clone(),

@@ -5,6 +5,7 @@
 //! its audit row in the same transaction, so a change and its audit record land together or not at all.
 
 mod audit;
+mod data_keys;
 mod error;
 mod keys;
 mod tenants;
@@ -15,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditRecord};
+pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use tenants::{NewTenant, TenantRecord};

@@ -44,12 +44,13 @@ fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
 }
 
 impl Store {
-    /// Creates a tenant together with its first API key and the audit rows for both, in one transaction:
-    /// a tenant never exists without the key that was shown to its creator.
+    /// Creates a tenant together with its first API key, its wrapped data keys and the audit rows, in one
+    /// transaction: a tenant never exists without the key shown to its creator or without its data keys.
     pub async fn create_tenant(
         &self,
         tenant: &NewTenant,
         first_key: &NewApiKey,
+        data_keys: &[crate::NewDataKey],
         audit_entries: &[AuditEntry],
     ) -> Result<(TenantRecord, ApiKeyRecord), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -70,6 +71,9 @@ impl Store {
         })?;
         let record = tenant_from_row(&row)?;
         let key = insert_api_key(&mut tx, first_key).await?;
+        for data_key in data_keys {
+            crate::data_keys::insert(&mut tx, tenant.id, data_key).await?;
+        }
         for entry in audit_entries {
             audit::insert(&mut tx, entry).await?;
         }

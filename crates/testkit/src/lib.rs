@@ -29,6 +29,7 @@ pub struct TestApp {
     /// An operator key created directly through the key source, for `/v1/admin/*`.
     pub operator_key: String,
     pub store: Store,
+    pub key_source: std::sync::Arc<ragvault_credentials::KeySource>,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServerError>>>,
@@ -73,6 +74,7 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .expect("application starts");
     let address = app.local_addr();
     let store = app.state().store.clone();
+    let key_source = app.state().key_source.clone();
     let operator = app
         .state()
         .access
@@ -94,6 +96,7 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
         client: reqwest::Client::new(),
         operator_key,
         store,
+        key_source,
         settings,
         shutdown: Some(shutdown_tx),
         server: Some(server),

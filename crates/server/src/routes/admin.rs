@@ -175,3 +175,34 @@ pub async fn list_audit(
     let next_after = events.last().map(|e| e.id);
     Ok(Json(json!({ "events": events, "next_after": next_after })))
 }
+
+/// Deletes the tenant and crypto-shreds its content (its KEK is destroyed).
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
+    state
+        .access
+        .delete_tenant(tenant_id, &caller.context())
+        .await?;
+    Ok(Json(
+        json!({ "id": tenant_id, "deleted": true, "kek_destroyed": true }),
+    ))
+}
+
+/// Rotates the tenant's KEK and rewraps its data keys; new writes use a new content key.
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let rotation = state
+        .access
+        .rotate_tenant_keys(TenantId(tenant_id), &caller.context())
+        .await?;
+    Ok(Json(json!(rotation)))
+}

@@ -110,8 +110,10 @@ pub fn credential_error(err: CredentialsError) -> ApiError {
             "key_source_denied",
             err.to_string(),
         ),
-        CredentialsError::KekMissing { .. }
-        | CredentialsError::DataKeyUnwrap { .. }
+        CredentialsError::KekMissing { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "tenant_keys_missing", err.to_string())
+        }
+        CredentialsError::DataKeyUnwrap { .. }
         | CredentialsError::SealTampered
         | CredentialsError::UnsupportedSealFormat(_)
         | CredentialsError::Transit(_)

@@ -5,6 +5,8 @@ mod keys;
 mod metrics;
 mod tenant;
 
+pub use credentials::credential_error;
+
 use crate::middleware;
 use crate::state::AppState;
 use axum::routing::{delete, get, post};
@@ -35,7 +37,13 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/admin/tenants/{tenant_id}",
-            get(admin::get_tenant).patch(admin::update_tenant),
+            get(admin::get_tenant)
+                .patch(admin::update_tenant)
+                .delete(admin::delete_tenant),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/rotate-keys",
+            post(admin::rotate_keys),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/api-keys",
