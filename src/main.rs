@@ -192,7 +192,7 @@ fn expiry(days: Option<u32>) -> Option<OffsetDateTime> {
 }
 
 async fn tenant(cmd: TenantCommand, settings: &Settings) -> Result<()> {
-    let (store, access) = operator_tools(settings).await?;
+    let (_, access) = operator_tools(settings).await?;
     match cmd {
         TenantCommand::Create { slug, sandbox } => {
             let slug = TenantSlug::parse(&slug)?;
@@ -212,7 +212,7 @@ async fn tenant(cmd: TenantCommand, settings: &Settings) -> Result<()> {
             eprintln!("Store the API key now: it is shown only once.");
         }
         TenantCommand::List => {
-            for t in store.list_tenants().await? {
+            for t in access.list_tenants().await? {
                 println!(
                     "{}\t{}\t{}\t{}",
                     t.id,
@@ -223,14 +223,14 @@ async fn tenant(cmd: TenantCommand, settings: &Settings) -> Result<()> {
             }
         }
         TenantCommand::Suspend { slug } => {
-            let t = store.get_tenant_by_slug(&slug).await?;
+            let t = access.get_tenant_by_slug(&slug).await?;
             access
                 .set_tenant_status(t.id, TenantStatus::Suspended, &cli_context())
                 .await?;
             println!("tenant {slug} suspended");
         }
         TenantCommand::Resume { slug } => {
-            let t = store.get_tenant_by_slug(&slug).await?;
+            let t = access.get_tenant_by_slug(&slug).await?;
             access
                 .set_tenant_status(t.id, TenantStatus::Active, &cli_context())
                 .await?;
@@ -274,7 +274,7 @@ async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
             name,
             expires_in_days,
         } => {
-            let t = store.get_tenant_by_slug(&tenant).await?;
+            let t = access.get_tenant_by_slug(&tenant).await?;
             let scopes: Scopes = scopes
                 .iter()
                 .map(|s| s.parse::<Scope>())
@@ -288,7 +288,7 @@ async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
             eprintln!("Store the API key now: it is shown only once.");
         }
         ApiKeyCommand::List { tenant } => {
-            let t = store.get_tenant_by_slug(&tenant).await?;
+            let t = access.get_tenant_by_slug(&tenant).await?;
             for k in store.list_api_keys(t.id).await? {
                 let state = if k.revoked_at.is_some() {
                     "revoked"
@@ -306,7 +306,7 @@ async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
             }
         }
         ApiKeyCommand::Revoke { tenant, key_id } => {
-            let t = store.get_tenant_by_slug(&tenant).await?;
+            let t = access.get_tenant_by_slug(&tenant).await?;
             let id: ApiKeyId = key_id.parse().context("key id must be a UUID")?;
             access.revoke_api_key(t.id, id, &cli_context()).await?;
             println!("api key {id} revoked");
@@ -325,8 +325,8 @@ async fn provider_key_path(
     Ok(match tenant {
         None => operator_path(provider),
         Some(slug) => {
-            let store = open_store(settings)?;
-            let tenant = store
+            let (_, access) = operator_tools(settings).await?;
+            let tenant = access
                 .get_tenant_by_slug(&slug)
                 .await
                 .context("looking up the tenant")?;

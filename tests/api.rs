@@ -719,7 +719,9 @@ async fn concurrent_creation_of_one_slug_creates_one_tenant() {
     let created = replies.iter().filter(|r| r.status == 201).count();
     let conflicts = replies.iter().filter(|r| r.status == 409).count();
     assert_eq!((created, conflicts), (1, 7));
-    let tenant = app.store.get_tenant_by_slug(&slug).await.unwrap();
+    let tenants = app.store.list_tenants().await.unwrap();
+    assert_eq!(tenants.len(), 1);
+    let tenant = &tenants[0];
     assert_eq!(app.store.list_api_keys(tenant.id).await.unwrap().len(), 1);
     // No orphan keys or audit rows from the losers.
     let orphans: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE tenant_id <> $1")
@@ -975,4 +977,120 @@ async fn tenant_keys_are_created_rotated_and_crypto_shredded() {
     }
     let me = call(&app, Method::GET, "/v1/whoami", Some(&b.api_key), None).await;
     assert_eq!(me.status, 200);
+}
+
+/// A database dump does not name the customers: slugs are sealed and found by keyed hash, audit rows carry
+/// ids only. The slug still reads back through the API and the CLI lookups.
+#[tokio::test]
+async fn a_database_dump_does_not_contain_tenant_slugs() {
+    let app = spawn_app().await;
+    let slug = unique_slug("zebra-orchid");
+    let tenant = app.create_tenant(&slug).await;
+    let (_, key) = app.issue_key(&tenant.id, &["ask"]).await;
+    call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        Some(json!({"status": "suspended"})),
+    )
+    .await;
+    let shown = call(
+        &app,
+        Method::GET,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(shown.body["slug"], slug.as_str());
+    let listed = call(
+        &app,
+        Method::GET,
+        "/v1/admin/tenants",
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(listed.body["tenants"][0]["slug"], slug.as_str());
+    // The same slug again is still refused (the keyed hash is unique).
+    let dup = call(
+        &app,
+        Method::POST,
+        "/v1/admin/tenants",
+        Some(&app.operator_key),
+        Some(json!({"slug": slug})),
+    )
+    .await;
+    assert_error(&dup, StatusCode::CONFLICT, "slug_taken");
+
+    let admin = std::env::var("RAGVAULT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let db_url = format!(
+        "{}/{}",
+        admin.rsplit_once('/').unwrap().0,
+        app.database.name
+    );
+    let dump = std::process::Command::new("pg_dump")
+        .arg(&db_url)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.contains("COPY public.tenants"),
+        "the dump is not a real dump"
+    );
+    assert!(
+        !dump.contains(&slug),
+        "the tenant slug is in the database dump"
+    );
+    assert!(!dump.contains("zebra-orchid"));
+    assert!(!dump.contains(&key), "an API key is in the database dump");
+}
+
+/// Rows written before slugs were sealed are sealed when the service starts, and keep working.
+#[tokio::test]
+async fn clear_slugs_from_before_are_sealed_at_start() {
+    let db = ragvault_testkit::TestDatabase::create().await;
+    let store = ragvault_store::Store::connect_lazy(&db.url, &Default::default()).unwrap();
+    store.migrate().await.unwrap();
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO tenants (id, slug, environment) VALUES ($1, 'legacy-tenant', 'production')",
+    )
+    .bind(id)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+    let app = ragvault_testkit::spawn_app_in(db, &[]).await;
+    let clear: Option<String> = sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(clear, None, "the clear slug was not replaced");
+    let shown = call(
+        &app,
+        Method::GET,
+        &format!("/v1/admin/tenants/{id}"),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(shown.body["slug"], "legacy-tenant");
+    let dup = call(
+        &app,
+        Method::POST,
+        "/v1/admin/tenants",
+        Some(&app.operator_key),
+        Some(json!({"slug": "legacy-tenant"})),
+    )
+    .await;
+    assert_error(&dup, StatusCode::CONFLICT, "slug_taken");
 }

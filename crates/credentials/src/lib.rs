@@ -6,6 +6,7 @@
 
 mod api_key;
 mod data_key_cache;
+mod directory;
 mod envelope;
 mod error;
 mod kek;
@@ -20,6 +21,7 @@ mod vault;
 
 pub use api_key::{ApiKeyHasher, IssuedKey, MalformedKey, PresentedKey, API_KEY_PREFIX};
 pub use data_key_cache::DataKeyCache;
+pub use directory::DirectoryKey;
 pub use envelope::{DataKey, SealContext, SealPurpose, SEAL_FORMAT_V1, SEAL_OVERHEAD};
 pub use error::{CredentialsError, RevokedState};
 pub use kek::{kek_name, WrappedKey};

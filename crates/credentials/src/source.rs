@@ -92,6 +92,23 @@ impl KeySource {
         }
     }
 
+    /// The key that seals tenant slugs and hashes them for lookup.
+    pub fn directory_key(&self) -> crate::DirectoryKey {
+        let key = match self {
+            KeySource::Local { master, .. } => master.derive("tenant-directory/v1"),
+            KeySource::Vault { api_key_hash, .. } => {
+                // Derived from ragvault's internal key, so Vault holds one key for both uses.
+                let mac =
+                    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, api_key_hash.expose_secret());
+                let tag = ring::hmac::sign(&mac, b"ragvault/tenant-directory/v1");
+                let mut key = [0u8; 32];
+                key.copy_from_slice(tag.as_ref());
+                Secret::new(key)
+            }
+        };
+        crate::DirectoryKey::new(key)
+    }
+
     /// Whether the source can be used right now.
     pub async fn check(&self) -> Result<(), CredentialsError> {
         match self {

@@ -3,7 +3,7 @@ use ragvault_core::{
     ApiKeyId, Environment, OperatorKeyId, Principal, Scope, Scopes, TenantId, TenantSlug,
     TenantStatus,
 };
-use ragvault_credentials::{ApiKeyHasher, KeySource, PresentedKey, Secret};
+use ragvault_credentials::{ApiKeyHasher, DirectoryKey, KeySource, PresentedKey, Secret};
 use ragvault_store::{
     ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, DataKeyPurpose, NewApiKey, NewDataKey,
     NewOperatorKey, NewTenant, Store, TenantRecord,
@@ -35,10 +35,21 @@ impl RequestContext {
     }
 }
 
+/// A tenant as shown to operators, with its slug unsealed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub slug: String,
+    pub status: TenantStatus,
+    pub environment: Environment,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
 /// A new tenant and its first key, shown once.
 #[derive(Debug)]
 pub struct CreatedTenant {
-    pub tenant: TenantRecord,
+    pub tenant: TenantView,
     pub key: ApiKeyRecord,
     pub api_key: Secret<String>,
 }
@@ -60,6 +71,7 @@ pub struct IssuedOperatorKey {
 pub struct AccessControl {
     store: Store,
     hasher: Arc<ApiKeyHasher>,
+    directory: Arc<DirectoryKey>,
     keys: Arc<KeySource>,
 }
 
@@ -75,8 +87,60 @@ impl AccessControl {
         AccessControl {
             store,
             hasher: Arc::new(keys.api_key_hasher()),
+            directory: Arc::new(keys.directory_key()),
             keys,
         }
+    }
+
+    fn view(&self, record: TenantRecord) -> Result<TenantView, GatewayError> {
+        let slug = match (&record.slug_sealed, record.legacy_slug) {
+            (Some(sealed), _) => self.directory.open_slug(record.id, sealed)?,
+            (None, Some(slug)) => slug,
+            (None, None) => {
+                return Err(ragvault_store::StoreError::Corrupt {
+                    table: "tenants",
+                    reason: "row without a slug".to_owned(),
+                }
+                .into())
+            }
+        };
+        Ok(TenantView {
+            id: record.id,
+            slug,
+            status: record.status,
+            environment: record.environment,
+            created_at: record.created_at,
+        })
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<TenantView>, GatewayError> {
+        self.store
+            .list_tenants()
+            .await?
+            .into_iter()
+            .map(|r| self.view(r))
+            .collect()
+    }
+
+    pub async fn get_tenant(&self, id: TenantId) -> Result<TenantView, GatewayError> {
+        self.view(self.store.get_tenant(id).await?)
+    }
+
+    pub async fn get_tenant_by_slug(&self, slug: &str) -> Result<TenantView, GatewayError> {
+        let hash = self.directory.slug_hash(slug);
+        self.view(self.store.get_tenant_by_slug(&hash, slug).await?)
+    }
+
+    /// Seals slugs still stored in the clear (rows from before sealed slugs). Idempotent; run at start.
+    pub async fn seal_clear_slugs(&self) -> Result<usize, GatewayError> {
+        let clear = self.store.tenants_with_clear_slugs().await?;
+        for (id, slug) in &clear {
+            let sealed = self.directory.seal_slug(*id, slug)?;
+            self.store
+                .seal_clear_slug(*id, &self.directory.slug_hash(slug), &sealed)
+                .await?;
+        }
+        Ok(clear.len())
     }
 
     /// Resolves an `Authorization` header value into a principal.
@@ -127,9 +191,11 @@ impl AccessControl {
         environment: Environment,
         ctx: &RequestContext,
     ) -> Result<CreatedTenant, GatewayError> {
+        let id = TenantId::new();
         let tenant = NewTenant {
-            id: TenantId::new(),
-            slug,
+            id,
+            slug_hash: self.directory.slug_hash(slug.as_str()),
+            slug_sealed: self.directory.seal_slug(id, slug.as_str())?,
             environment,
         };
         let issued = self.hasher.issue()?;
@@ -146,9 +212,7 @@ impl AccessControl {
             ctx.audit("tenant.created")
                 .tenant(tenant.id)
                 .target(format!("tenant:{}", tenant.id))
-                .details(
-                    json!({"slug": tenant.slug.as_str(), "environment": environment.as_str()}),
-                ),
+                .details(json!({ "environment": environment.as_str() })),
             ctx.audit("api_key.issued")
                 .tenant(tenant.id)
                 .target(format!("api_key:{}", key.id))
@@ -171,7 +235,7 @@ impl AccessControl {
             .await
         {
             Ok((tenant, key)) => Ok(CreatedTenant {
-                tenant,
+                tenant: self.view(tenant)?,
                 key,
                 api_key: issued.key,
             }),
@@ -245,13 +309,13 @@ impl AccessControl {
         tenant: TenantId,
         ctx: &RequestContext,
     ) -> Result<(), GatewayError> {
-        let record = self.store.get_tenant(tenant).await?;
+        self.store.get_tenant(tenant).await?;
         self.keys.destroy_tenant_kek(tenant).await?;
         let audit = ctx
             .audit("tenant.deleted")
             .tenant(tenant)
             .target(format!("tenant:{tenant}"))
-            .details(json!({ "slug": record.slug, "kek_destroyed": true }));
+            .details(json!({ "kek_destroyed": true }));
         if !self.store.delete_tenant(tenant, &audit).await? {
             return Err(ragvault_store::StoreError::NotFound("tenant").into());
         }
@@ -312,7 +376,7 @@ impl AccessControl {
         tenant_id: TenantId,
         status: TenantStatus,
         ctx: &RequestContext,
-    ) -> Result<TenantRecord, GatewayError> {
+    ) -> Result<TenantView, GatewayError> {
         let action = match status {
             TenantStatus::Active => "tenant.resumed",
             TenantStatus::Suspended => "tenant.suspended",
@@ -321,10 +385,11 @@ impl AccessControl {
             .audit(action)
             .tenant(tenant_id)
             .target(format!("tenant:{tenant_id}"));
-        Ok(self
+        let record = self
             .store
             .set_tenant_status(tenant_id, status, &audit)
-            .await?)
+            .await?;
+        self.view(record)
     }
 
     pub async fn create_operator_key(

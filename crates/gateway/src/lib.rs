@@ -7,7 +7,7 @@ mod error;
 
 pub use access::{
     require_operator, require_tenant_scope, AccessControl, CreatedTenant, IssuedApiKey,
-    IssuedOperatorKey, KeyRotation, RequestContext,
+    IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
 pub use error::GatewayError;
 pub use ragvault_core::Principal;

@@ -35,6 +35,8 @@ pub enum ServerError {
     Credentials(#[from] CredentialsError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    #[error("startup: {0}")]
+    Gateway(#[from] ragvault_gateway::GatewayError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -187,6 +189,10 @@ impl Application {
             _ => None,
         };
         let access = AccessControl::new(store.clone(), key_source.clone());
+        let sealed = access.seal_clear_slugs().await?;
+        if sealed > 0 {
+            tracing::info!(tenants = sealed, "sealed tenant slugs stored in the clear");
+        }
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let leases = Arc::new(LeaseManager::new(
             key_source.clone(),

@@ -2,30 +2,33 @@ use crate::audit::{self, AuditEntry};
 use crate::error::is_unique_violation;
 use crate::keys::{api_key_from_row, insert_api_key, ApiKeyRecord, NewApiKey, API_KEY_COLUMNS};
 use crate::{Store, StoreError};
-use ragvault_core::{Environment, TenantId, TenantSlug, TenantStatus};
-use serde::Serialize;
+use ragvault_core::{Environment, TenantId, TenantStatus};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+/// A tenant to insert. The slug arrives only as a keyed hash (for lookup) and sealed (for display).
 #[derive(Clone, Debug)]
 pub struct NewTenant {
     pub id: TenantId,
-    pub slug: TenantSlug,
+    pub slug_hash: Vec<u8>,
+    pub slug_sealed: Vec<u8>,
     pub environment: Environment,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A tenant row. The slug is sealed; rows from before sealed slugs carry `legacy_slug` until the service
+/// seals it at start.
+#[derive(Clone, Debug)]
 pub struct TenantRecord {
     pub id: TenantId,
-    pub slug: String,
+    pub slug_sealed: Option<Vec<u8>>,
+    pub legacy_slug: Option<String>,
     pub status: TenantStatus,
     pub environment: Environment,
-    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
-const TENANT_COLUMNS: &str = "id, slug, status, environment, created_at";
+const TENANT_COLUMNS: &str = "id, slug, slug_sealed, status, environment, created_at";
 
 fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
@@ -36,7 +39,8 @@ fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
     let environment: String = row.try_get("environment")?;
     Ok(TenantRecord {
         id: TenantId(row.try_get("id")?),
-        slug: row.try_get("slug")?,
+        slug_sealed: row.try_get("slug_sealed")?,
+        legacy_slug: row.try_get("slug")?,
         status: status.parse().map_err(|e| corrupt(format!("{e}")))?,
         environment: environment.parse().map_err(|e| corrupt(format!("{e}")))?,
         created_at: row.try_get("created_at")?,
@@ -55,15 +59,19 @@ impl Store {
     ) -> Result<(TenantRecord, ApiKeyRecord), StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO tenants (id, slug, environment) VALUES ($1, $2, $3) RETURNING {TENANT_COLUMNS}"
+            "INSERT INTO tenants (id, slug_hash, slug_sealed, environment) VALUES ($1, $2, $3, $4)
+             RETURNING {TENANT_COLUMNS}"
         ))
         .bind(tenant.id.0)
-        .bind(tenant.slug.as_str())
+        .bind(&tenant.slug_hash)
+        .bind(&tenant.slug_sealed)
         .bind(tenant.environment.as_str())
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e, "tenants_slug_key") {
+            if is_unique_violation(&e, "tenants_slug_hash_key")
+                || is_unique_violation(&e, "tenants_slug_key")
+            {
                 StoreError::SlugTaken
             } else {
                 StoreError::Database(e)
@@ -83,7 +91,7 @@ impl Store {
 
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, slug"
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at, id"
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -101,15 +109,49 @@ impl Store {
         tenant_from_row(&row)
     }
 
-    pub async fn get_tenant_by_slug(&self, slug: &str) -> Result<TenantRecord, StoreError> {
+    /// Finds a tenant by the keyed hash of its slug (or, for a row not yet sealed, by the slug itself).
+    pub async fn get_tenant_by_slug(
+        &self,
+        slug_hash: &[u8],
+        slug: &str,
+    ) -> Result<TenantRecord, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug_hash = $1 OR slug = $2"
         ))
+        .bind(slug_hash)
         .bind(slug)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
         tenant_from_row(&row)
+    }
+
+    /// Tenants whose slug is still stored in the clear (written before slugs were sealed).
+    pub async fn tenants_with_clear_slugs(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, slug FROM tenants WHERE slug IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((TenantId(row.try_get("id")?), row.try_get("slug")?)))
+            .collect()
+    }
+
+    /// Replaces a clear slug by its hash and sealed form.
+    pub async fn seal_clear_slug(
+        &self,
+        id: TenantId,
+        slug_hash: &[u8],
+        slug_sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tenants SET slug_hash = $2, slug_sealed = $3, slug = NULL WHERE id = $1 AND slug IS NOT NULL",
+        )
+        .bind(id.0)
+        .bind(slug_hash)
+        .bind(slug_sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Suspends or resumes a tenant. The audit row is written only when the status really changes.

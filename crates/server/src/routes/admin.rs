@@ -62,7 +62,7 @@ pub async fn list_tenants(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     operator(&caller)?;
-    let tenants = state.store.list_tenants().await?;
+    let tenants = state.access.list_tenants().await?;
     Ok(Json(json!({ "tenants": tenants })))
 }
 
@@ -72,7 +72,7 @@ pub async fn get_tenant(
     ApiPath(tenant_id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&caller)?;
-    let tenant = state.store.get_tenant(TenantId(tenant_id)).await?;
+    let tenant = state.access.get_tenant(TenantId(tenant_id)).await?;
     Ok(Json(json!(tenant)))
 }
 
