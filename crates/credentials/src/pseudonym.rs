@@ -8,11 +8,11 @@ use ragvault_core::{ChunkId, PointId};
 use ring::hmac;
 
 /// A tenant's key for pseudonyms. Deliberately a different type from a content key.
-#[derive(Debug)]
-pub struct IndexKey(DataKey);
+#[derive(Clone, Debug)]
+pub struct IndexKey(std::sync::Arc<DataKey>);
 
 impl IndexKey {
-    pub fn new(key: DataKey) -> IndexKey {
+    pub fn new(key: std::sync::Arc<DataKey>) -> IndexKey {
         IndexKey(key)
     }
 
@@ -69,11 +69,11 @@ mod tests {
     use ragvault_core::TenantId;
 
     fn index_key(byte: u8) -> IndexKey {
-        IndexKey::new(DataKey::new(
+        IndexKey::new(std::sync::Arc::new(DataKey::new(
             uuid::Uuid::new_v4(),
             TenantId::new(),
             Secret::new([byte; 32]),
-        ))
+        )))
     }
 
     #[test]

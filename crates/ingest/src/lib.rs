@@ -1,7 +1,10 @@
 //! Turning uploaded bytes into structured text ready for chunking.
 //!
 //! Formats implement [`Parser`]; each yields sections with their heading path so chunks can cite where they
-//! came from. Plain text is here; Markdown, HTML and PDF follow the same trait.
+//! came from. Plain text is here; Markdown, HTML and PDF follow the same trait. [`sealed::SealedContent`] is
+//! the only way document text reaches or leaves Postgres.
+
+pub mod sealed;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {

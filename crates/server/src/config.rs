@@ -78,6 +78,8 @@ pub struct CredentialsSettings {
     /// How long a lease keeps serving while the key source is unreachable.
     pub lease_hard_ttl_secs: u64,
     pub lease_jitter: f64,
+    /// How long an unwrapped data key stays in memory (reads keep working this long while Vault is away).
+    pub dek_cache_ttl_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -260,6 +262,9 @@ impl Settings {
                 "credentials.lease_hard_ttl_secs: must be at least credentials.lease_soft_ttl_secs"
                     .to_owned(),
             );
+        }
+        if creds.dek_cache_ttl_secs == 0 {
+            problems.push("credentials.dek_cache_ttl_secs: must be at least 1".to_owned());
         }
         if !(0.0..=0.5).contains(&creds.lease_jitter) {
             problems.push("credentials.lease_jitter: must be between 0 and 0.5".to_owned());

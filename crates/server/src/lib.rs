@@ -193,6 +193,11 @@ impl Application {
         if sealed > 0 {
             tracing::info!(tenants = sealed, "sealed tenant slugs stored in the clear");
         }
+        let dek_cache = Arc::new(ragvault_credentials::DataKeyCache::new(
+            key_source.clone(),
+            std::time::Duration::from_secs(settings.credentials.dek_cache_ttl_secs),
+        ));
+        let content = ragvault_ingest::sealed::SealedContent::new(store.clone(), dek_cache.clone());
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let leases = Arc::new(LeaseManager::new(
             key_source.clone(),
@@ -209,6 +214,12 @@ impl Application {
         if let Some(login) = &db_login {
             background.push(tokio::spawn(login.clone().maintain()));
         }
+        background.push(tokio::spawn(evict_expired_data_keys(dek_cache.clone())));
+        // Resume any re-encryption a previous process did not finish.
+        background.push(tokio::spawn(resume_reencryption(
+            store.clone(),
+            content.clone(),
+        )));
         // Lease the configured providers' operator keys up front, so the first request finds them cached.
         let configured: Vec<String> = settings.providers.keys().cloned().collect();
         let warm = leases.clone();
@@ -232,6 +243,7 @@ impl Application {
             key_source,
             access,
             leases,
+            content,
             db_login,
         };
         Ok(Application {
@@ -296,6 +308,42 @@ fn finish(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ServerError::Serve(e)),
         Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+    }
+}
+
+async fn evict_expired_data_keys(cache: Arc<ragvault_credentials::DataKeyCache>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        cache.evict_expired();
+    }
+}
+
+async fn resume_reencryption(store: Store, content: ragvault_ingest::sealed::SealedContent) {
+    let tenants = match store.list_tenants().await {
+        Ok(tenants) => tenants,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for unfinished re-encryption");
+            return;
+        }
+    };
+    for tenant in tenants {
+        run_reencryption(&content, tenant.id).await;
+    }
+}
+
+/// Re-encrypts a tenant's old chunks under its current content key, logging the outcome.
+pub(crate) async fn run_reencryption(
+    content: &ragvault_ingest::sealed::SealedContent,
+    tenant: ragvault_core::TenantId,
+) {
+    match content.reencrypt(tenant, 500, None).await {
+        Ok(progress) if progress.total > 0 => {
+            tracing::info!(%tenant, done = progress.done, total = progress.total, "re-encryption finished")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "re-encryption stopped; it resumes at the next start")
+        }
     }
 }
 

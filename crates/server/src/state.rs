@@ -12,6 +12,8 @@ pub struct AppState {
     pub key_source: Arc<KeySource>,
     pub access: AccessControl,
     pub leases: Arc<LeaseManager>,
+    /// Sealed document storage (the only path for document text).
+    pub content: ragvault_ingest::sealed::SealedContent,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

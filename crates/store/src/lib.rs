@@ -6,6 +6,7 @@
 
 mod audit;
 mod data_keys;
+mod documents;
 mod error;
 mod keys;
 mod tenants;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditRecord};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
+pub use documents::{ChunkRecord, DocumentRecord, NewChunk, NewDocument, ResealedChunk};
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use tenants::{NewTenant, TenantRecord};

@@ -200,9 +200,47 @@ pub async fn rotate_keys(
     ApiPath(tenant_id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
     let rotation = state
         .access
-        .rotate_tenant_keys(TenantId(tenant_id), &caller.context())
+        .rotate_tenant_keys(tenant_id, &caller.context())
         .await?;
+    // Old chunks move to the new content key in the background; progress at .../reencryption.
+    let content = state.content.clone();
+    tokio::spawn(async move { crate::run_reencryption(&content, tenant_id).await });
     Ok(Json(json!(rotation)))
+}
+
+/// How many of the tenant's chunks are sealed under its current content key.
+pub async fn reencryption(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
+    state.access.get_tenant(tenant_id).await?;
+    let progress = state
+        .content
+        .reencryption_progress(tenant_id)
+        .await
+        .map_err(content_error)?;
+    Ok(Json(json!({
+        "done": progress.done,
+        "total": progress.total,
+        "complete": progress.done == progress.total,
+    })))
+}
+
+pub(crate) fn content_error(err: ragvault_ingest::sealed::ContentError) -> ApiError {
+    use ragvault_ingest::sealed::ContentError;
+    match err {
+        ContentError::Store(e) => e.into(),
+        ContentError::Credentials(e) => crate::routes::credential_error(e),
+        ContentError::TooManyChunks(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_chunks",
+            err.to_string(),
+        ),
+    }
 }

@@ -46,6 +46,10 @@ pub fn app(state: AppState) -> Router {
             post(admin::rotate_keys),
         )
         .route(
+            "/v1/admin/tenants/{tenant_id}/reencryption",
+            get(admin::reencryption),
+        )
+        .route(
             "/v1/admin/tenants/{tenant_id}/api-keys",
             get(admin::list_keys).post(admin::issue_key),
         )

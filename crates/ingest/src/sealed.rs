@@ -1,0 +1,369 @@
+//! Sealed document storage: the only path by which document text reaches or leaves Postgres. Text, names,
+//! metadata and heading paths are sealed under the tenant's active content key; names and contents are
+//! findable only by keyed hashes; chunks get keyed point ids for the index.
+
+use ragvault_core::{ChunkId, DocumentId, PointId, TenantId};
+use ragvault_credentials::{
+    CredentialsError, DataKey, DataKeyCache, IndexKey, SealContext, SealPurpose, WrappedKey,
+};
+use ragvault_store::{
+    AuditEntry, ChunkRecord, DataKeyPurpose, NewChunk, NewDocument, ResealedChunk, Store,
+    StoreError,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error("document has {0} chunks, more than can be stored")]
+    TooManyChunks(usize),
+}
+
+/// A chunk as produced by the pipeline, before sealing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlainChunk {
+    pub text: String,
+    pub heading_path: Vec<String>,
+    pub token_count: u32,
+}
+
+/// A document to store, before sealing.
+#[derive(Clone, Copy, Debug)]
+pub struct DocumentUpload<'a> {
+    pub name: &'a str,
+    pub metadata: Option<&'a serde_json::Value>,
+    /// The original bytes (only their keyed hash and size are kept).
+    pub content: &'a [u8],
+    pub chunks: &'a [PlainChunk],
+}
+
+/// What was stored: ids for the index and the job trail.
+#[derive(Clone, Debug)]
+pub struct StoredDocument {
+    pub document_id: DocumentId,
+    pub chunks: Vec<(ChunkId, PointId)>,
+    pub replaced: Option<DocumentId>,
+}
+
+/// A chunk read back and opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedChunk {
+    pub chunk_id: ChunkId,
+    pub document_id: DocumentId,
+    pub ordinal: u32,
+    pub point_id: PointId,
+    pub text: String,
+    pub heading_path: Vec<String>,
+}
+
+/// Re-encryption progress of one tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReencryptionProgress {
+    pub done: i64,
+    pub total: i64,
+}
+
+#[derive(Clone)]
+pub struct SealedContent {
+    store: Store,
+    keys: Arc<DataKeyCache>,
+}
+
+impl SealedContent {
+    pub fn new(store: Store, keys: Arc<DataKeyCache>) -> SealedContent {
+        SealedContent { store, keys }
+    }
+
+    /// The data key cache (evict a tenant's keys when it is deleted).
+    pub fn keys(&self) -> &Arc<DataKeyCache> {
+        &self.keys
+    }
+
+    async fn active_key(
+        &self,
+        tenant: TenantId,
+        purpose: DataKeyPurpose,
+    ) -> Result<Arc<DataKey>, ContentError> {
+        let record = self.store.active_data_key(tenant, purpose).await?;
+        Ok(self
+            .keys
+            .get(tenant, record.id, &WrappedKey(record.wrapped_key))
+            .await?)
+    }
+
+    async fn key_by_id(
+        &self,
+        tenant: TenantId,
+        id: uuid::Uuid,
+    ) -> Result<Arc<DataKey>, ContentError> {
+        let record = self.store.data_key(tenant, id).await?;
+        Ok(self
+            .keys
+            .get(tenant, id, &WrappedKey(record.wrapped_key))
+            .await?)
+    }
+
+    /// The tenant's index key (point ids, partition name, keyed hashes).
+    pub async fn index_key(&self, tenant: TenantId) -> Result<IndexKey, ContentError> {
+        Ok(IndexKey::new(
+            self.active_key(tenant, DataKeyPurpose::Index).await?,
+        ))
+    }
+
+    /// Seals and stores a document with its chunks in one transaction, replacing a live document with the
+    /// same name.
+    pub async fn put_document(
+        &self,
+        tenant: TenantId,
+        upload: DocumentUpload<'_>,
+        actor: &str,
+        request_id: Option<String>,
+    ) -> Result<StoredDocument, ContentError> {
+        let DocumentUpload {
+            name,
+            metadata,
+            content,
+            chunks,
+        } = upload;
+        let key = self.active_key(tenant, DataKeyPurpose::Content).await?;
+        let index = self.index_key(tenant).await?;
+        let document_id = DocumentId::new();
+        let document_context = |purpose| SealContext {
+            purpose,
+            tenant,
+            document: document_id,
+            chunk: None,
+            ordinal: 0,
+        };
+        let metadata_sealed = match metadata {
+            Some(m) => Some(key.seal(
+                &document_context(SealPurpose::DocumentMetadata),
+                m.to_string().as_bytes(),
+            )?),
+            None => None,
+        };
+        let mut sealed_chunks = Vec::with_capacity(chunks.len());
+        for (ordinal, chunk) in chunks.iter().enumerate() {
+            let ordinal =
+                u32::try_from(ordinal).map_err(|_| ContentError::TooManyChunks(chunks.len()))?;
+            let id = ChunkId::new();
+            let context = |purpose| SealContext {
+                purpose,
+                tenant,
+                document: document_id,
+                chunk: Some(id),
+                ordinal,
+            };
+            let heading_sealed = if chunk.heading_path.is_empty() {
+                None
+            } else {
+                let heading = json!(chunk.heading_path).to_string();
+                Some(key.seal(&context(SealPurpose::HeadingPath), heading.as_bytes())?)
+            };
+            sealed_chunks.push(NewChunk {
+                id,
+                ordinal: i32::try_from(ordinal)
+                    .map_err(|_| ContentError::TooManyChunks(chunks.len()))?,
+                point_id: index.point_id(id),
+                text_sealed: key.seal(&context(SealPurpose::ChunkText), chunk.text.as_bytes())?,
+                heading_sealed,
+                token_count: i32::try_from(chunk.token_count).unwrap_or(i32::MAX),
+            });
+        }
+        let document = NewDocument {
+            id: document_id,
+            tenant_id: tenant,
+            name_hash: index.term_hash(&format!("name\0{name}")).to_vec(),
+            content_hash: index.content_hash(content).to_vec(),
+            data_key_id: key.id(),
+            name_sealed: key.seal(
+                &document_context(SealPurpose::DocumentName),
+                name.as_bytes(),
+            )?,
+            metadata_sealed,
+            size_bytes: i64::try_from(content.len()).unwrap_or(i64::MAX),
+        };
+        let audit = AuditEntry::new(actor, "document.stored")
+            .tenant(tenant)
+            .target(format!("document:{document_id}"))
+            .request_id(request_id)
+            .details(json!({ "chunks": sealed_chunks.len(), "size_bytes": document.size_bytes }));
+        let replaced = self
+            .store
+            .put_document(&document, &sealed_chunks, &audit)
+            .await?;
+        Ok(StoredDocument {
+            document_id,
+            chunks: sealed_chunks.iter().map(|c| (c.id, c.point_id)).collect(),
+            replaced,
+        })
+    }
+
+    /// Opens one stored chunk. An integrity failure is audited and returned; no partial text escapes.
+    async fn open_chunk(
+        &self,
+        tenant: TenantId,
+        record: &ChunkRecord,
+    ) -> Result<OpenedChunk, ContentError> {
+        let key = self.key_by_id(tenant, record.data_key_id).await?;
+        let ordinal = u32::try_from(record.ordinal).unwrap_or(u32::MAX);
+        let context = |purpose| SealContext {
+            purpose,
+            tenant,
+            document: record.document_id,
+            chunk: Some(record.id),
+            ordinal,
+        };
+        let opened = (|| {
+            let text = key.open(&context(SealPurpose::ChunkText), &record.text_sealed)?;
+            let heading = match &record.heading_sealed {
+                Some(sealed) => Some(key.open(&context(SealPurpose::HeadingPath), sealed)?),
+                None => None,
+            };
+            Ok::<_, CredentialsError>((text, heading))
+        })();
+        let (text, heading) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.audit_integrity_failure(tenant, record.id, &e).await;
+                return Err(e.into());
+            }
+        };
+        let heading_path = heading
+            .and_then(|h| serde_json::from_slice::<Vec<String>>(&h).ok())
+            .unwrap_or_default();
+        Ok(OpenedChunk {
+            chunk_id: record.id,
+            document_id: record.document_id,
+            ordinal,
+            point_id: record.point_id,
+            text: String::from_utf8_lossy(&text).into_owned(),
+            heading_path,
+        })
+    }
+
+    async fn audit_integrity_failure(
+        &self,
+        tenant: TenantId,
+        chunk: ChunkId,
+        error: &CredentialsError,
+    ) {
+        tracing::error!(%tenant, %chunk, %error, "sealed chunk failed to open");
+        let entry = AuditEntry::new("system:content", "content.integrity_failure")
+            .tenant(tenant)
+            .target(format!("chunk:{chunk}"))
+            .details(json!({ "error": error.to_string() }));
+        if let Err(e) = self.store.append_audit(&entry).await {
+            tracing::error!(error = %e, "could not audit an integrity failure");
+        }
+    }
+
+    /// Opens the chunks behind index points, in the order of `points` (unknown points are skipped).
+    pub async fn open_points(
+        &self,
+        tenant: TenantId,
+        points: &[PointId],
+    ) -> Result<Vec<OpenedChunk>, ContentError> {
+        let records = self.store.chunks_by_points(tenant, points).await?;
+        let mut opened = Vec::with_capacity(records.len());
+        for point in points {
+            if let Some(record) = records.iter().find(|r| r.point_id == *point) {
+                opened.push(self.open_chunk(tenant, record).await?);
+            }
+        }
+        Ok(opened)
+    }
+
+    pub async fn open_document(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<(String, Vec<OpenedChunk>), ContentError> {
+        let record = self.store.get_document(tenant, document).await?;
+        let key = self.key_by_id(tenant, record.data_key_id).await?;
+        let context = SealContext {
+            purpose: SealPurpose::DocumentName,
+            tenant,
+            document,
+            chunk: None,
+            ordinal: 0,
+        };
+        let name = key.open(&context, &record.name_sealed)?;
+        let mut chunks = Vec::new();
+        for chunk in self.store.document_chunks(tenant, document).await? {
+            chunks.push(self.open_chunk(tenant, &chunk).await?);
+        }
+        Ok((String::from_utf8_lossy(&name).into_owned(), chunks))
+    }
+
+    pub async fn reencryption_progress(
+        &self,
+        tenant: TenantId,
+    ) -> Result<ReencryptionProgress, ContentError> {
+        let current = self
+            .store
+            .active_data_key(tenant, DataKeyPurpose::Content)
+            .await?;
+        let (done, total) = self.store.reencryption_progress(tenant, current.id).await?;
+        Ok(ReencryptionProgress { done, total })
+    }
+
+    /// Re-encrypts up to `max_batches` batches of chunks still sealed under older content keys (all of
+    /// them with `None`). Each batch commits on its own, so a job killed midway resumes where it stopped,
+    /// and every chunk is readable at every moment (each row names its key).
+    pub async fn reencrypt(
+        &self,
+        tenant: TenantId,
+        batch_size: i64,
+        max_batches: Option<usize>,
+    ) -> Result<ReencryptionProgress, ContentError> {
+        let current = self.active_key(tenant, DataKeyPurpose::Content).await?;
+        let mut batches = 0;
+        loop {
+            if max_batches.is_some_and(|max| batches >= max) {
+                break;
+            }
+            let records = self
+                .store
+                .chunks_not_under_key(tenant, current.id(), batch_size)
+                .await?;
+            if records.is_empty() {
+                break;
+            }
+            let mut resealed = Vec::with_capacity(records.len());
+            for record in &records {
+                let opened = self.open_chunk(tenant, record).await?;
+                let context = |purpose| SealContext {
+                    purpose,
+                    tenant,
+                    document: record.document_id,
+                    chunk: Some(record.id),
+                    ordinal: opened.ordinal,
+                };
+                let heading_sealed = if opened.heading_path.is_empty() {
+                    None
+                } else {
+                    let heading = json!(opened.heading_path).to_string();
+                    Some(current.seal(&context(SealPurpose::HeadingPath), heading.as_bytes())?)
+                };
+                resealed.push((
+                    record.data_key_id,
+                    ResealedChunk {
+                        id: record.id,
+                        data_key_id: current.id(),
+                        text_sealed: current
+                            .seal(&context(SealPurpose::ChunkText), opened.text.as_bytes())?,
+                        heading_sealed,
+                    },
+                ));
+            }
+            self.store.store_resealed_chunks(tenant, &resealed).await?;
+            batches += 1;
+        }
+        self.reencryption_progress(tenant).await
+    }
+}

@@ -1,0 +1,299 @@
+//! Sealed documents and chunks. This module moves bytes it cannot read: every text field arrives sealed.
+
+use crate::audit::{self, AuditEntry};
+use crate::{Store, StoreError};
+use ragvault_core::{ChunkId, DocumentId, PointId, TenantId};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct NewDocument {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub name_hash: Vec<u8>,
+    pub content_hash: Vec<u8>,
+    pub data_key_id: Uuid,
+    pub name_sealed: Vec<u8>,
+    pub metadata_sealed: Option<Vec<u8>>,
+    pub size_bytes: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewChunk {
+    pub id: ChunkId,
+    pub ordinal: i32,
+    pub point_id: PointId,
+    pub text_sealed: Vec<u8>,
+    pub heading_sealed: Option<Vec<u8>>,
+    pub token_count: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct DocumentRecord {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub data_key_id: Uuid,
+    pub name_sealed: Vec<u8>,
+    pub metadata_sealed: Option<Vec<u8>>,
+    pub size_bytes: i64,
+    pub chunk_count: i32,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChunkRecord {
+    pub id: ChunkId,
+    pub document_id: DocumentId,
+    pub ordinal: i32,
+    pub point_id: PointId,
+    pub data_key_id: Uuid,
+    pub text_sealed: Vec<u8>,
+    pub heading_sealed: Option<Vec<u8>>,
+    pub token_count: i32,
+}
+
+/// A chunk after re-encryption under another data key.
+#[derive(Clone, Debug)]
+pub struct ResealedChunk {
+    pub id: ChunkId,
+    pub data_key_id: Uuid,
+    pub text_sealed: Vec<u8>,
+    pub heading_sealed: Option<Vec<u8>>,
+}
+
+const DOCUMENT_COLUMNS: &str =
+    "id, tenant_id, data_key_id, name_sealed, metadata_sealed, size_bytes, chunk_count, created_at";
+const CHUNK_COLUMNS: &str =
+    "id, document_id, ordinal, point_id, data_key_id, text_sealed, heading_sealed, token_count";
+
+fn document_from_row(row: &PgRow) -> Result<DocumentRecord, StoreError> {
+    Ok(DocumentRecord {
+        id: DocumentId(row.try_get("id")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        data_key_id: row.try_get("data_key_id")?,
+        name_sealed: row.try_get("name_sealed")?,
+        metadata_sealed: row.try_get("metadata_sealed")?,
+        size_bytes: row.try_get("size_bytes")?,
+        chunk_count: row.try_get("chunk_count")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn chunk_from_row(row: &PgRow) -> Result<ChunkRecord, StoreError> {
+    Ok(ChunkRecord {
+        id: ChunkId(row.try_get("id")?),
+        document_id: DocumentId(row.try_get("document_id")?),
+        ordinal: row.try_get("ordinal")?,
+        point_id: PointId(row.try_get::<i64, _>("point_id")? as u64),
+        data_key_id: row.try_get("data_key_id")?,
+        text_sealed: row.try_get("text_sealed")?,
+        heading_sealed: row.try_get("heading_sealed")?,
+        token_count: row.try_get("token_count")?,
+    })
+}
+
+impl Store {
+    /// Stores a document and all its chunks in one transaction. A live document with the same name is
+    /// marked replaced (and its chunks deleted) in the same transaction, so readers see the old version or
+    /// the new one, never a mix. Returns the id of the replaced document, if any.
+    pub async fn put_document(
+        &self,
+        document: &NewDocument,
+        chunks: &[NewChunk],
+        audit_entry: &AuditEntry,
+    ) -> Result<Option<DocumentId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let replaced: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE documents SET status = 'replaced'
+             WHERE tenant_id = $1 AND name_hash = $2 AND status = 'active' RETURNING id",
+        )
+        .bind(document.tenant_id.0)
+        .bind(&document.name_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(old) = replaced {
+            sqlx::query("DELETE FROM chunks WHERE document_id = $1")
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO documents (id, tenant_id, name_hash, content_hash, data_key_id, name_sealed,
+                                    metadata_sealed, size_bytes, chunk_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(document.id.0)
+        .bind(document.tenant_id.0)
+        .bind(&document.name_hash)
+        .bind(&document.content_hash)
+        .bind(document.data_key_id)
+        .bind(&document.name_sealed)
+        .bind(&document.metadata_sealed)
+        .bind(document.size_bytes)
+        .bind(i32::try_from(chunks.len()).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+        for chunk in chunks {
+            sqlx::query(
+                "INSERT INTO chunks (id, tenant_id, document_id, ordinal, point_id, data_key_id, text_sealed,
+                                     heading_sealed, token_count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(chunk.id.0)
+            .bind(document.tenant_id.0)
+            .bind(document.id.0)
+            .bind(chunk.ordinal)
+            .bind(chunk.point_id.0 as i64)
+            .bind(document.data_key_id)
+            .bind(&chunk.text_sealed)
+            .bind(&chunk.heading_sealed)
+            .bind(chunk.token_count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        audit::insert(&mut tx, audit_entry).await?;
+        tx.commit().await?;
+        Ok(replaced.map(DocumentId))
+    }
+
+    pub async fn list_documents(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE tenant_id = $1 AND status = 'active'
+             ORDER BY created_at, id"
+        ))
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    pub async fn get_document(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+    ) -> Result<DocumentRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE tenant_id = $1 AND id = $2 AND status = 'active'"
+        ))
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("document"))?;
+        document_from_row(&row)
+    }
+
+    /// The chunks behind index points, for one tenant only.
+    pub async fn chunks_by_points(
+        &self,
+        tenant: TenantId,
+        points: &[PointId],
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        let ids: Vec<i64> = points.iter().map(|p| p.0 as i64).collect();
+        let rows = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE tenant_id = $1 AND point_id = ANY($2)"
+        ))
+        .bind(tenant.0)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    pub async fn document_chunks(
+        &self,
+        tenant: TenantId,
+        document: DocumentId,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal"
+        ))
+        .bind(tenant.0)
+        .bind(document.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    /// Up to `limit` chunks of the tenant sealed under any key other than `current_key`.
+    pub async fn chunks_not_under_key(
+        &self,
+        tenant: TenantId,
+        current_key: Uuid,
+        limit: i64,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks WHERE tenant_id = $1 AND data_key_id <> $2
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant.0)
+        .bind(current_key)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(chunk_from_row).collect()
+    }
+
+    /// (chunks under `current_key`, all chunks) of a tenant: re-encryption progress.
+    pub async fn reencryption_progress(
+        &self,
+        tenant: TenantId,
+        current_key: Uuid,
+    ) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE data_key_id = $2) AS done, count(*) AS total
+             FROM chunks WHERE tenant_id = $1",
+        )
+        .bind(tenant.0)
+        .bind(current_key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("done")?, row.try_get("total")?))
+    }
+
+    /// Writes a batch of re-encrypted chunks in one transaction. A chunk that changed meanwhile (its key
+    /// is no longer `old_key`) is left alone, so a concurrent re-upload is never overwritten.
+    pub async fn store_resealed_chunks(
+        &self,
+        tenant: TenantId,
+        resealed: &[(Uuid, ResealedChunk)],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for (old_key, chunk) in resealed {
+            written += sqlx::query(
+                "UPDATE chunks SET data_key_id = $4, text_sealed = $5, heading_sealed = $6
+                 WHERE tenant_id = $1 AND id = $2 AND data_key_id = $3",
+            )
+            .bind(tenant.0)
+            .bind(chunk.id.0)
+            .bind(old_key)
+            .bind(chunk.data_key_id)
+            .bind(&chunk.text_sealed)
+            .bind(&chunk.heading_sealed)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// The wrapped form of a data key of this tenant, by id (any state).
+    pub async fn data_key(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> Result<crate::DataKeyRecord, StoreError> {
+        self.list_data_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or(StoreError::NotFound("data key"))
+    }
+}
