@@ -1164,3 +1164,46 @@ async fn tenant_lifecycle_creates_and_destroys_its_transit_key() {
         .await
         .is_err());
 }
+
+/// With Vault unreachable, creating a tenant (which needs a new transit key) fails with 503 and writes
+/// nothing; existing tenants keep working.
+#[tokio::test]
+async fn tenant_creation_during_a_vault_outage_is_503_and_writes_nothing() {
+    let bao = OpenBao::start().await;
+    let mut overrides = bao.settings_overrides();
+    overrides.push(("vault.request_timeout_ms".into(), "500".into()));
+    let refs: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = spawn_app_with(&refs).await;
+    let existing = app
+        .create_tenant(&ragvault_testkit::unique_slug("before"))
+        .await;
+    bao.freeze();
+    let response = app
+        .client
+        .post(app.url("/v1/admin/tenants"))
+        .bearer_auth(&app.operator_key)
+        .json(&serde_json::json!({"slug": ragvault_testkit::unique_slug("during")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "key_source_unavailable", "{body}");
+    assert_eq!(
+        app.store.list_tenants().await.unwrap().len(),
+        1,
+        "a tenant was half written"
+    );
+    let me = app
+        .client
+        .get(app.url("/v1/whoami"))
+        .bearer_auth(&existing.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    bao.thaw();
+}
