@@ -120,22 +120,7 @@ impl KeySource {
         match self {
             KeySource::Local { providers, .. } => {
                 let dek = random_dek()?;
-                let (version, kek) = providers.kek(&tenant.to_string(), None)?;
-                let mut nonce = [0u8; NONCE_LEN];
-                SystemRandom::new()
-                    .fill(&mut nonce)
-                    .map_err(|_| CredentialsError::Random)?;
-                let mut buffer = dek.expose_secret().to_vec();
-                aes(&kek)?
-                    .seal_in_place_append_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(wrap_aad(tenant)),
-                        &mut buffer,
-                    )
-                    .map_err(|_| CredentialsError::Random)?;
-                let mut blob = nonce.to_vec();
-                blob.extend_from_slice(&buffer);
-                let wrapped = WrappedKey(format!("local:v{version}:{}", hex::encode(blob)));
+                let wrapped = wrap_local(providers, tenant, dek.expose_secret())?;
                 Ok((DataKey::new(id, tenant, dek), wrapped))
             }
             KeySource::Vault { backend, .. } => {
@@ -265,25 +250,7 @@ impl KeySource {
         match self {
             KeySource::Local { providers, .. } => {
                 let dek = self.unwrap_data_key(tenant, Uuid::nil(), wrapped).await?;
-                let (version, kek) = providers.kek(&tenant.to_string(), None)?;
-                let mut nonce = [0u8; NONCE_LEN];
-                SystemRandom::new()
-                    .fill(&mut nonce)
-                    .map_err(|_| CredentialsError::Random)?;
-                let mut buffer = dek.expose_bytes().to_vec();
-                aes(&kek)?
-                    .seal_in_place_append_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(wrap_aad(tenant)),
-                        &mut buffer,
-                    )
-                    .map_err(|_| CredentialsError::Random)?;
-                let mut blob = nonce.to_vec();
-                blob.extend_from_slice(&buffer);
-                Ok(WrappedKey(format!(
-                    "local:v{version}:{}",
-                    hex::encode(blob)
-                )))
+                wrap_local(providers, tenant, dek.expose_bytes())
             }
             KeySource::Vault { backend, .. } => {
                 let client = backend.transit_client().await;
@@ -331,6 +298,34 @@ impl KeySource {
             }
         }
     }
+}
+
+/// Wraps DEK bytes under the tenant's latest local KEK: `local:v<N>:<hex nonce ‖ ciphertext>`.
+fn wrap_local(
+    keyring: &crate::SealedKeyring,
+    tenant: TenantId,
+    dek: &[u8; 32],
+) -> Result<WrappedKey, CredentialsError> {
+    let (version, kek) = keyring.kek(&tenant.to_string(), None)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| CredentialsError::Random)?;
+    // Sealed in place: the plaintext copy is overwritten by the ciphertext.
+    let mut buffer = dek.to_vec();
+    aes(&kek)?
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(wrap_aad(tenant)),
+            &mut buffer,
+        )
+        .map_err(|_| CredentialsError::Random)?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&buffer);
+    Ok(WrappedKey(format!(
+        "local:v{version}:{}",
+        hex::encode(blob)
+    )))
 }
 
 fn parse_local(wrapped: &str) -> Option<(u32, Vec<u8>)> {
