@@ -1,7 +1,8 @@
 # The two commands of the quick start: `make run` and `make test`.
 CARGO_TARGET_DIR ?= /var/tmp/ragvault-target
 DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ragvault
-export CARGO_TARGET_DIR DATABASE_URL
+RAGVAULT_MODEL_DIR ?= /var/tmp/ragvault-models/all-MiniLM-L6-v2
+export CARGO_TARGET_DIR DATABASE_URL RAGVAULT_MODEL_DIR
 
 .PHONY: run test lint fmt build
 
@@ -15,6 +16,7 @@ run:
 test:
 	scripts/ensure-postgres.sh
 	scripts/ensure-openbao.sh
+	scripts/fetch-model.sh
 	cargo test --workspace --all-targets
 
 lint:

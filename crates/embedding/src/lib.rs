@@ -5,6 +5,10 @@
 
 use async_trait::async_trait;
 
+mod tokenizer;
+
+pub use tokenizer::{ModelTokenizer, TokenCount};
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddingError {
     #[error("embedding model {model} returned {got} dimensions, expected {expected}")]
