@@ -4,7 +4,11 @@
 //! came from. Plain text is here; Markdown, HTML and PDF follow the same trait. [`sealed::SealedContent`] is
 //! the only way document text reaches or leaves Postgres.
 
+pub mod chunk;
+mod markdown;
 pub mod sealed;
+
+pub use markdown::MarkdownParser;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
