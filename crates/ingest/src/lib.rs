@@ -7,6 +7,7 @@
 pub mod chunk;
 mod markdown;
 pub mod sealed;
+pub mod secrets;
 
 pub use markdown::MarkdownParser;
 
