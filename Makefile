@@ -10,6 +10,7 @@ export CARGO_TARGET_DIR DATABASE_URL RAGVAULT_MODEL_DIR
 run:
 	scripts/ensure-postgres.sh
 	scripts/ensure-database.sh
+	scripts/fetch-model.sh
 	cargo run --release --bin ragvault -- serve
 
 ## Run every test (unit, end-to-end through HTTP against real Postgres and OpenBao, CLI).

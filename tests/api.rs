@@ -254,7 +254,7 @@ async fn scopes_are_enforced() {
         Some(doc),
     )
     .await;
-    assert_error(&r, StatusCode::NOT_IMPLEMENTED, "not_implemented");
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
     let r = call(
         &app,
         Method::GET,
@@ -1109,6 +1109,7 @@ fn upload<'a>(
     chunks: &'a [ragvault_ingest::sealed::PlainChunk],
 ) -> ragvault_ingest::sealed::DocumentUpload<'a> {
     ragvault_ingest::sealed::DocumentUpload {
+        document_id: ragvault_core::DocumentId::new(),
         name,
         metadata,
         content: b"raw bytes",
@@ -1146,6 +1147,7 @@ async fn stored_documents_are_sealed_in_a_database_dump() {
             tenant_id,
             upload(&format!("{marker}-manual.txt"), Some(&metadata), &chunks),
             "test",
+            None,
             None,
         )
         .await
@@ -1214,6 +1216,7 @@ async fn a_ciphertext_moved_between_rows_is_refused_and_audited() {
             upload("manual.txt", None, &manual_chunks("Tamper", 2)),
             "test",
             None,
+            None,
         )
         .await
         .unwrap();
@@ -1246,7 +1249,13 @@ async fn reencryption_after_rotation_resumes_and_completes() {
     let content = sealed_content(&app);
     let chunks = manual_chunks("Reencrypt", 40);
     let stored = content
-        .put_document(tenant_id, upload("big.txt", None, &chunks), "test", None)
+        .put_document(
+            tenant_id,
+            upload("big.txt", None, &chunks),
+            "test",
+            None,
+            None,
+        )
         .await
         .unwrap();
     let r = call(
@@ -1315,4 +1324,259 @@ async fn reencryption_after_rotation_resumes_and_completes() {
         .await
         .unwrap();
     assert_eq!(on_active, 40);
+}
+
+async fn wait_for_job(app: &TestApp, key: &str, job_id: &str) -> Value {
+    for _ in 0..200 {
+        let job = call(
+            app,
+            Method::GET,
+            &format!("/v1/jobs/{job_id}"),
+            Some(key),
+            None,
+        )
+        .await;
+        assert_eq!(job.status, 200, "{}", job.body);
+        if job.body["status"] == "done" || job.body["status"] == "failed" {
+            return job.body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {job_id} did not finish");
+}
+
+/// Upload -> 202 + job -> worker parses, scans, chunks (with the model's tokenizer), seals and stores ->
+/// job done; documents listed by name; re-upload replaces; delete removes.
+#[tokio::test]
+async fn documents_are_ingested_listed_replaced_and_deleted() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("ingest")).await;
+    let key = tenant.api_key.clone();
+    let manual = "# Quokka X200\n\n## Reset\n\nHold the WPS button for ten seconds.\n\n## Errors\n\nE42 means the fan is blocked.\n";
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&key),
+        Some(json!({"name": "x200.md", "content": manual, "content_type": "text/markdown", "tags": ["router"]})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let document_id = r.body["document_id"].as_str().unwrap().to_owned();
+    let job = wait_for_job(&app, &key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["chunks"], 2, "one chunk per section: {job}");
+
+    let listed = call(&app, Method::GET, "/v1/documents", Some(&key), None).await;
+    assert_eq!(listed.body["documents"][0]["name"], "x200.md");
+    assert_eq!(listed.body["documents"][0]["chunks"], 2);
+    let shown = call(
+        &app,
+        Method::GET,
+        &format!("/v1/documents/{document_id}"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(shown.body["id"], document_id.as_str());
+    assert!(
+        !shown.body.to_string().contains("WPS"),
+        "document text must not be listed"
+    );
+
+    // The same name again replaces the document atomically.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&key),
+        Some(json!({"name": "x200.md", "content": "Only one line now."})),
+    )
+    .await;
+    let job = wait_for_job(&app, &key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done");
+    let listed = call(&app, Method::GET, "/v1/documents", Some(&key), None).await;
+    let documents = listed.body["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 1);
+    assert_eq!(documents[0]["chunks"], 1);
+    let new_id = documents[0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, document_id);
+    let old = call(
+        &app,
+        Method::GET,
+        &format!("/v1/documents/{document_id}"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_error(&old, StatusCode::NOT_FOUND, "not_found");
+
+    let deleted = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/documents/{new_id}"),
+        Some(&key),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, 200);
+    let listed = call(&app, Method::GET, "/v1/documents", Some(&key), None).await;
+    assert!(listed.body["documents"].as_array().unwrap().is_empty());
+    let chunks: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(chunks, 0, "chunks outlived their document");
+
+    // Another tenant sees none of it.
+    let other = app.create_tenant(&unique_slug("other")).await;
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v1/jobs/{}", job["id"].as_str().unwrap()),
+        Some(&other.api_key),
+        None,
+    )
+    .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Bad uploads are refused at once with a stable code; documents with credentials fail their job naming the
+/// line, never the secret, and nothing is stored.
+#[tokio::test]
+async fn bad_uploads_and_documents_with_secrets_are_refused() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("badup")).await;
+    let key = tenant.api_key.clone();
+    for (body, status, code) in [
+        (
+            json!({"name": "a.pdf", "content": "%PDF-1.7 binary"}),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            json!({"name": "a.bin", "content": "x", "content_type": "application/octet-stream"}),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            json!({"name": "a.txt", "content": "   \n "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_text",
+        ),
+        (
+            json!({"name": "", "content": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+        ),
+        (
+            json!({"name": "a", "content": "x", "metadata": [1]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_metadata",
+        ),
+        (
+            json!({"name": "a", "content": "x", "tags": [""]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_tags",
+        ),
+        (
+            json!({"name": "a", "contents": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        ),
+    ] {
+        let r = call(&app, Method::POST, "/v1/documents", Some(&key), Some(body)).await;
+        assert_error(&r, status, code);
+    }
+    // Assembled at run time so no credential-shaped literal sits in the repository.
+    let fake_key = format!("sk-{}", "Ab3Xk9QzR7mP2wLt5Vn8".repeat(2));
+    let text = format!("Setup\n\nFirst line.\nexport OPENAI_API_KEY={fake_key}\nMore text.");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&key),
+        Some(json!({"name": "leaky.txt", "content": text})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let job = wait_for_job(&app, &key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "contains_secret");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 4") && message.contains("openai_key"),
+        "{message}"
+    );
+    assert!(!job.to_string().contains(&fake_key));
+    let documents: i64 = sqlx::query_scalar("SELECT count(*) FROM documents")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(documents, 0);
+    // The sealed upload is dropped with the failed job.
+    let payloads: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ingest_jobs WHERE payload_sealed IS NOT NULL")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(payloads, 0);
+    assert!(!captured_logs().contains(&fake_key));
+}
+
+/// A job queued by a process that died before running it is picked up by the next one.
+#[tokio::test]
+async fn unfinished_jobs_are_resumed_by_the_next_process() {
+    use ragvault_ingest::pipeline::{Pipeline, PipelineSettings, Upload};
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("resume")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let model_dir = std::env::var("RAGVAULT_MODEL_DIR")
+        .unwrap_or_else(|_| "/var/tmp/ragvault-models/all-MiniLM-L6-v2".to_owned());
+    let tokenizer = std::sync::Arc::new(
+        ragvault_embedding::ModelTokenizer::from_file(
+            &std::path::Path::new(&model_dir).join("tokenizer.json"),
+        )
+        .unwrap(),
+    );
+    let settings = PipelineSettings {
+        workers: 1,
+        queue_capacity: 4,
+        chunking: Default::default(),
+        secret_policy: Default::default(),
+    };
+    // "Process A" accepts the upload, then dies before any worker runs it.
+    let (dead, workers) = Pipeline::start(
+        app.store.clone(),
+        sealed_content(&app),
+        tokenizer.clone(),
+        settings.clone(),
+    );
+    for w in &workers {
+        w.abort();
+    }
+    let upload = Upload {
+        name: "queued.txt".into(),
+        content_type: None,
+        content: b"Survives a crash.".to_vec(),
+        metadata: None,
+    };
+    let (job_id, _) = dead.submit(tenant_id, upload, "test").await.unwrap();
+    drop(dead);
+    let job = call(
+        &app,
+        Method::GET,
+        &format!("/v1/jobs/{job_id}"),
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(job.body["status"], "queued");
+    // "Process B" starts and resumes it.
+    let (alive, _workers) =
+        Pipeline::start(app.store.clone(), sealed_content(&app), tokenizer, settings);
+    assert_eq!(alive.resume_unfinished().await.unwrap(), 1);
+    let job = wait_for_job(&app, &tenant.api_key, &job_id.to_string()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["chunks"], 1);
 }

@@ -21,6 +21,9 @@ fn ragvault(db: &TestDatabase, data_dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
+    if let Ok(model_dir) = std::env::var("RAGVAULT_MODEL_DIR") {
+        cmd.env("RAGVAULT__EMBEDDING__MODEL_DIR", model_dir);
+    }
     cmd.env("DATABASE_URL", &db.url)
         .env("RAGVAULT__DATA_DIR", data_dir)
         .env("RAGVAULT__LOG__FORMAT", "json")

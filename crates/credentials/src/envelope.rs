@@ -24,6 +24,8 @@ pub enum SealPurpose {
     HeadingPath = 2,
     DocumentName = 3,
     DocumentMetadata = 4,
+    /// An upload waiting in the ingest queue (ordinal 0: the bytes; 1: name, type and metadata).
+    Upload = 5,
 }
 
 /// Where a sealed value lives. Values that belong to a document rather than a chunk use `chunk: None`.

@@ -6,6 +6,7 @@
 
 pub mod chunk;
 mod markdown;
+pub mod pipeline;
 pub mod sealed;
 pub mod secrets;
 

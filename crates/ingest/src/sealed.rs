@@ -34,6 +34,7 @@ pub struct PlainChunk {
 /// A document to store, before sealing.
 #[derive(Clone, Copy, Debug)]
 pub struct DocumentUpload<'a> {
+    pub document_id: DocumentId,
     pub name: &'a str,
     pub metadata: Option<&'a serde_json::Value>,
     /// The original bytes (only their keyed hash and size are kept).
@@ -60,6 +61,17 @@ pub struct OpenedChunk {
     pub heading_path: Vec<String>,
 }
 
+/// A document as listed: its name unsealed, never its text.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DocumentSummary {
+    pub id: DocumentId,
+    pub name: String,
+    pub size_bytes: i64,
+    pub chunks: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
 /// Re-encryption progress of one tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReencryptionProgress {
@@ -83,7 +95,7 @@ impl SealedContent {
         &self.keys
     }
 
-    async fn active_key(
+    pub(crate) async fn active_key(
         &self,
         tenant: TenantId,
         purpose: DataKeyPurpose,
@@ -95,7 +107,7 @@ impl SealedContent {
             .await?)
     }
 
-    async fn key_by_id(
+    pub(crate) async fn key_by_id(
         &self,
         tenant: TenantId,
         id: uuid::Uuid,
@@ -122,8 +134,10 @@ impl SealedContent {
         upload: DocumentUpload<'_>,
         actor: &str,
         request_id: Option<String>,
+        finishes_job: Option<ragvault_core::JobId>,
     ) -> Result<StoredDocument, ContentError> {
         let DocumentUpload {
+            document_id,
             name,
             metadata,
             content,
@@ -131,7 +145,6 @@ impl SealedContent {
         } = upload;
         let key = self.active_key(tenant, DataKeyPurpose::Content).await?;
         let index = self.index_key(tenant).await?;
-        let document_id = DocumentId::new();
         let document_context = |purpose| SealContext {
             purpose,
             tenant,
@@ -194,7 +207,7 @@ impl SealedContent {
             .details(json!({ "chunks": sealed_chunks.len(), "size_bytes": document.size_bytes }));
         let replaced = self
             .store
-            .put_document(&document, &sealed_chunks, &audit)
+            .put_document(&document, &sealed_chunks, &audit, finishes_job)
             .await?;
         Ok(StoredDocument {
             document_id,
@@ -298,6 +311,50 @@ impl SealedContent {
             chunks.push(self.open_chunk(tenant, &chunk).await?);
         }
         Ok((String::from_utf8_lossy(&name).into_owned(), chunks))
+    }
+
+    /// The live documents of a tenant with their names unsealed.
+    pub async fn list_documents(
+        &self,
+        tenant: TenantId,
+    ) -> Result<Vec<DocumentSummary>, ContentError> {
+        let mut out = Vec::new();
+        for record in self.store.list_documents(tenant).await? {
+            out.push(self.summary(tenant, record).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn document_summary(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+    ) -> Result<DocumentSummary, ContentError> {
+        let record = self.store.get_document(tenant, id).await?;
+        self.summary(tenant, record).await
+    }
+
+    async fn summary(
+        &self,
+        tenant: TenantId,
+        record: ragvault_store::DocumentRecord,
+    ) -> Result<DocumentSummary, ContentError> {
+        let key = self.key_by_id(tenant, record.data_key_id).await?;
+        let context = SealContext {
+            purpose: SealPurpose::DocumentName,
+            tenant,
+            document: record.id,
+            chunk: None,
+            ordinal: 0,
+        };
+        let name = key.open(&context, &record.name_sealed)?;
+        Ok(DocumentSummary {
+            id: record.id,
+            name: String::from_utf8_lossy(&name).into_owned(),
+            size_bytes: record.size_bytes,
+            chunks: record.chunk_count,
+            created_at: record.created_at,
+        })
     }
 
     pub async fn reencryption_progress(

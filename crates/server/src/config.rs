@@ -23,8 +23,29 @@ pub struct Settings {
     pub vault: VaultSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    pub ingest: IngestSettings,
+    pub embedding: EmbeddingSettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub workers: usize,
+    /// Uploads waiting beyond this many are refused with 429.
+    pub queue_capacity: usize,
+    pub chunk_target_tokens: usize,
+    pub chunk_max_tokens: usize,
+    pub chunk_overlap_tokens: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    /// Directory with the local model's files (`tokenizer.json`, `model.safetensors`, `config.json`),
+    /// as `scripts/fetch-model.sh` lays them out.
+    pub model_dir: PathBuf,
 }
 
 #[derive(Clone, Deserialize)]
@@ -252,6 +273,19 @@ impl Settings {
             problems.push(
                 "database.credentials: `vault` needs credentials.backend = \"vault\"".to_owned(),
             );
+        }
+        let ingest = &self.ingest;
+        if ingest.workers == 0 || ingest.queue_capacity == 0 {
+            problems
+                .push("ingest.workers and ingest.queue_capacity: must be at least 1".to_owned());
+        }
+        if !(1..=512).contains(&ingest.chunk_max_tokens)
+            || ingest.chunk_target_tokens == 0
+            || ingest.chunk_target_tokens > ingest.chunk_max_tokens
+            || ingest.chunk_overlap_tokens >= ingest.chunk_target_tokens
+        {
+            problems
+                .push("ingest.chunk_*_tokens: need 0 <= overlap < target <= max <= 512".to_owned());
         }
         let creds = &self.credentials;
         if creds.lease_soft_ttl_secs == 0 {

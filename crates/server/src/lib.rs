@@ -37,6 +37,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("startup: {0}")]
     Gateway(#[from] ragvault_gateway::GatewayError),
+    #[error("embedding model: {0} (run scripts/fetch-model.sh, or set embedding.model_dir)")]
+    Model(#[from] ragvault_embedding::EmbeddingError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -198,6 +200,24 @@ impl Application {
             std::time::Duration::from_secs(settings.credentials.dek_cache_ttl_secs),
         ));
         let content = ragvault_ingest::sealed::SealedContent::new(store.clone(), dek_cache.clone());
+        let tokenizer = Arc::new(ragvault_embedding::ModelTokenizer::from_file(
+            &settings.embedding.model_dir.join("tokenizer.json"),
+        )?);
+        let (pipeline, ingest_workers) = ragvault_ingest::pipeline::Pipeline::start(
+            store.clone(),
+            content.clone(),
+            tokenizer,
+            ragvault_ingest::pipeline::PipelineSettings {
+                workers: settings.ingest.workers,
+                queue_capacity: settings.ingest.queue_capacity,
+                chunking: ragvault_ingest::chunk::ChunkingConfig {
+                    target_tokens: settings.ingest.chunk_target_tokens,
+                    max_tokens: settings.ingest.chunk_max_tokens,
+                    overlap_tokens: settings.ingest.chunk_overlap_tokens,
+                },
+                secret_policy: ragvault_ingest::secrets::SecretPolicy::Reject,
+            },
+        );
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let leases = Arc::new(LeaseManager::new(
             key_source.clone(),
@@ -215,6 +235,15 @@ impl Application {
             background.push(tokio::spawn(login.clone().maintain()));
         }
         background.push(tokio::spawn(evict_expired_data_keys(dek_cache.clone())));
+        background.extend(ingest_workers);
+        let resume = pipeline.clone();
+        background.push(tokio::spawn(async move {
+            match resume.resume_unfinished().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "resumed unfinished ingest jobs"),
+                Err(e) => tracing::warn!(error = %e, "could not resume unfinished ingest jobs"),
+            }
+        }));
         // Resume any re-encryption a previous process did not finish.
         background.push(tokio::spawn(resume_reencryption(
             store.clone(),
@@ -244,6 +273,7 @@ impl Application {
             access,
             leases,
             content,
+            pipeline,
             db_login,
         };
         Ok(Application {

@@ -14,6 +14,7 @@ pub struct AppState {
     pub leases: Arc<LeaseManager>,
     /// Sealed document storage (the only path for document text).
     pub content: ragvault_ingest::sealed::SealedContent,
+    pub pipeline: Arc<ragvault_ingest::pipeline::Pipeline>,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

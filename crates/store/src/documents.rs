@@ -103,8 +103,20 @@ impl Store {
         document: &NewDocument,
         chunks: &[NewChunk],
         audit_entry: &AuditEntry,
+        finishes_job: Option<ragvault_core::JobId>,
     ) -> Result<Option<DocumentId>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // A job whose document is already stored (a crash after commit) must not store it twice.
+        if let Some(job) = finishes_job {
+            let finished: Option<String> =
+                sqlx::query_scalar("SELECT status FROM ingest_jobs WHERE id = $1 FOR UPDATE")
+                    .bind(job.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if finished.as_deref() == Some("done") {
+                return Ok(None);
+            }
+        }
         let replaced: Option<Uuid> = sqlx::query_scalar(
             "UPDATE documents SET status = 'replaced'
              WHERE tenant_id = $1 AND name_hash = $2 AND status = 'active' RETURNING id",
@@ -154,6 +166,19 @@ impl Store {
             .await?;
         }
         audit::insert(&mut tx, audit_entry).await?;
+        if let Some(job) = finishes_job {
+            // The job is done in the same transaction that stores its document: no orphan chunks, no
+            // finished job without its document.
+            sqlx::query(
+                "UPDATE ingest_jobs SET status = 'done', chunks = $2, finished_at = now(),
+                        payload_sealed = NULL, header_sealed = NULL
+                 WHERE id = $1",
+            )
+            .bind(job.0)
+            .bind(i32::try_from(chunks.len()).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(replaced.map(DocumentId))
     }
@@ -295,5 +320,38 @@ impl Store {
             .into_iter()
             .find(|k| k.id == id)
             .ok_or(StoreError::NotFound("data key"))
+    }
+}
+
+impl Store {
+    /// Deletes a document and its chunks; returns the point ids that must leave the index.
+    pub async fn delete_document(
+        &self,
+        tenant: TenantId,
+        id: DocumentId,
+        audit_entry: &AuditEntry,
+    ) -> Result<Vec<PointId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let points: Vec<i64> = sqlx::query_scalar(
+            "SELECT point_id FROM chunks WHERE tenant_id = $1 AND document_id = $2",
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(
+            "DELETE FROM documents WHERE tenant_id = $1 AND id = $2 AND status = 'active'",
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound("document"));
+        }
+        audit::insert(&mut tx, audit_entry).await?;
+        tx.commit().await?;
+        Ok(points.into_iter().map(|p| PointId(p as u64)).collect())
     }
 }

@@ -8,6 +8,7 @@ mod audit;
 mod data_keys;
 mod documents;
 mod error;
+mod jobs;
 mod keys;
 mod tenants;
 
@@ -20,6 +21,7 @@ pub use audit::{AuditEntry, AuditRecord};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use documents::{ChunkRecord, DocumentRecord, NewChunk, NewDocument, ResealedChunk};
 pub use error::StoreError;
+pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use tenants::{NewTenant, TenantRecord};
 

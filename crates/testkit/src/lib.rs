@@ -61,7 +61,12 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
     let data_dir = tempfile::tempdir().expect("temporary data directory");
     let database_url = toml_string(&database.url);
     let data_dir_value = toml_string(&data_dir.path().display().to_string());
+    let model_dir = toml_string(
+        &std::env::var("RAGVAULT_MODEL_DIR")
+            .unwrap_or_else(|_| "/var/tmp/ragvault-models/all-MiniLM-L6-v2".to_owned()),
+    );
     let mut all: Vec<(&str, &str)> = vec![
+        ("embedding.model_dir", &model_dir),
         ("listen", "\"127.0.0.1:0\""),
         ("database.url", &database_url),
         ("data_dir", &data_dir_value),

@@ -1,5 +1,6 @@
 mod admin;
 mod credentials;
+mod documents;
 mod health;
 mod keys;
 mod metrics;
@@ -28,7 +29,15 @@ pub fn app(state: AppState) -> Router {
             get(tenant::list_keys).post(tenant::issue_key),
         )
         .route("/v1/api-keys/{key_id}", delete(tenant::revoke_key))
-        .route("/v1/documents", post(tenant::upload_document))
+        .route(
+            "/v1/documents",
+            get(documents::list).post(documents::upload),
+        )
+        .route(
+            "/v1/documents/{document_id}",
+            get(documents::show).delete(documents::delete),
+        )
+        .route("/v1/jobs/{job_id}", get(documents::job))
         .route("/v1/ask", post(tenant::ask))
         .route("/v1/widget-tokens", post(tenant::mint_widget_token))
         .route(

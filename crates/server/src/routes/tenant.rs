@@ -76,11 +76,6 @@ fn not_built(capability: &str) -> ApiError {
     )
 }
 
-pub async fn upload_document(caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_tenant_scope(&caller.principal, Scope::Ingest)?;
-    Err(not_built("document ingest"))
-}
-
 pub async fn ask(caller: Caller) -> Result<Json<Value>, ApiError> {
     require_tenant_scope(&caller.principal, Scope::Ask)?;
     Err(not_built("asking"))

@@ -1,0 +1,439 @@
+//! The ingest pipeline: an upload is sealed into a job row (202 + job id), a bounded queue feeds a pool of
+//! workers, and each worker parses, scans for secrets, chunks, seals and stores the document, finishing
+//! the job in the same transaction. Jobs left unfinished by a crash are picked up again at start.
+
+use crate::chunk::{chunk_document, ChunkingConfig};
+use crate::sealed::{ContentError, DocumentUpload, SealedContent};
+use crate::secrets::{self, SecretPolicy};
+use crate::{IngestError, MarkdownParser, Parser, PlainTextParser};
+use ragvault_core::{DocumentId, JobId, TenantId};
+use ragvault_credentials::{SealContext, SealPurpose};
+use ragvault_embedding::TokenCount;
+use ragvault_store::{DataKeyPurpose, JobRecord, NewJob, Store};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Document formats this build parses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    PlainText,
+    Markdown,
+}
+
+/// Why an upload is refused before it is queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("document is not valid UTF-8 text (first bad byte at offset {0})")]
+    InvalidUtf8(usize),
+    #[error("document is empty")]
+    Empty,
+    #[error("the ingest queue is full; retry later")]
+    QueueFull,
+    #[error(transparent)]
+    Content(#[from] ContentError),
+}
+
+impl From<ragvault_store::StoreError> for SubmitError {
+    fn from(e: ragvault_store::StoreError) -> Self {
+        SubmitError::Content(ContentError::Store(e))
+    }
+}
+
+impl From<ragvault_credentials::CredentialsError> for SubmitError {
+    fn from(e: ragvault_credentials::CredentialsError) -> Self {
+        SubmitError::Content(ContentError::Credentials(e))
+    }
+}
+
+/// An upload as received.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    pub name: String,
+    pub content_type: Option<String>,
+    pub content: Vec<u8>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The sealed job header: everything about the upload but its bytes.
+#[derive(Serialize, Deserialize)]
+struct JobHeader {
+    name: String,
+    format: Format,
+    metadata: Option<serde_json::Value>,
+    actor: String,
+}
+
+/// Detects the format from the bytes first and the declared type and name second: a binary file named
+/// `.txt` is still refused.
+pub fn detect_format(
+    content: &[u8],
+    declared: Option<&str>,
+    name: &str,
+) -> Result<Format, SubmitError> {
+    let head = &content[..content.len().min(8192)];
+    let magic: [(&[u8], &str); 6] = [
+        (
+            b"%PDF-",
+            "PDF documents are not supported by this build yet",
+        ),
+        (
+            b"PK\x03\x04",
+            "ZIP-based files (docx, xlsx, zip) are not supported",
+        ),
+        (b"\x89PNG", "images are not supported"),
+        (b"\xff\xd8\xff", "images are not supported"),
+        (b"GIF8", "images are not supported"),
+        (b"\x7fELF", "executables are not supported"),
+    ];
+    if let Some((_, why)) = magic.iter().find(|(m, _)| head.starts_with(m)) {
+        return Err(SubmitError::UnsupportedMediaType((*why).to_owned()));
+    }
+    if head.contains(&0) {
+        return Err(SubmitError::UnsupportedMediaType(
+            "binary content".to_owned(),
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(content) {
+        return Err(SubmitError::InvalidUtf8(e.valid_up_to()));
+    }
+    let declared = declared.map(|d| {
+        d.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    let lower_name = name.to_ascii_lowercase();
+    let looks_html = {
+        let start = String::from_utf8_lossy(&head[..head.len().min(512)])
+            .trim_start()
+            .to_ascii_lowercase();
+        start.starts_with("<!doctype html") || start.starts_with("<html")
+    };
+    match declared.as_deref() {
+        Some("text/html") | Some("application/xhtml+xml") => Err(
+            SubmitError::UnsupportedMediaType("HTML is not supported by this build yet".to_owned()),
+        ),
+        _ if looks_html => Err(SubmitError::UnsupportedMediaType(
+            "HTML is not supported by this build yet".to_owned(),
+        )),
+        Some("text/markdown") | Some("text/x-markdown") => Ok(Format::Markdown),
+        Some("text/plain") | None | Some("") => {
+            if lower_name.ends_with(".md") || lower_name.ends_with(".markdown") {
+                Ok(Format::Markdown)
+            } else {
+                Ok(Format::PlainText)
+            }
+        }
+        Some(other) => Err(SubmitError::UnsupportedMediaType(format!("`{other}`"))),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub chunking: ChunkingConfig,
+    pub secret_policy: SecretPolicy,
+}
+
+pub struct Pipeline {
+    store: Store,
+    content: SealedContent,
+    tokenizer: Arc<dyn TokenCount>,
+    settings: PipelineSettings,
+    queue: mpsc::Sender<JobId>,
+}
+
+impl Pipeline {
+    /// Starts the worker pool; returns the pipeline and the worker tasks (abort them to stop).
+    pub fn start(
+        store: Store,
+        content: SealedContent,
+        tokenizer: Arc<dyn TokenCount>,
+        settings: PipelineSettings,
+    ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
+        let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let pipeline = Arc::new(Pipeline {
+            store,
+            content,
+            tokenizer,
+            settings: settings.clone(),
+            queue: tx,
+        });
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let workers = (0..settings.workers.max(1))
+            .map(|_| {
+                let (pipeline, rx) = (pipeline.clone(), rx.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = rx.lock().await.recv().await;
+                        match next {
+                            Some(job) => pipeline.process(job).await,
+                            None => break,
+                        }
+                    }
+                })
+            })
+            .collect();
+        (pipeline, workers)
+    }
+
+    /// Validates and seals an upload into a queued job. Refuses at once when the queue is full, so
+    /// callers get backpressure (429) instead of an unbounded backlog.
+    pub async fn submit(
+        &self,
+        tenant: TenantId,
+        upload: Upload,
+        actor: &str,
+    ) -> Result<(JobId, DocumentId), SubmitError> {
+        if upload.content.iter().all(u8::is_ascii_whitespace) {
+            return Err(SubmitError::Empty);
+        }
+        let format = detect_format(
+            &upload.content,
+            upload.content_type.as_deref(),
+            &upload.name,
+        )?;
+        let permit = self
+            .queue
+            .try_reserve()
+            .map_err(|_| SubmitError::QueueFull)?;
+        let key = self
+            .content
+            .active_key(tenant, DataKeyPurpose::Content)
+            .await?;
+        let (job_id, document_id) = (JobId::new(), DocumentId::new());
+        let context = |ordinal| SealContext {
+            purpose: SealPurpose::Upload,
+            tenant,
+            document: document_id,
+            chunk: None,
+            ordinal,
+        };
+        let header = JobHeader {
+            name: upload.name,
+            format,
+            metadata: upload.metadata,
+            actor: actor.to_owned(),
+        };
+        let header_json = serde_json::to_vec(&header)
+            .map_err(|e| SubmitError::UnsupportedMediaType(e.to_string()))?;
+        let job = NewJob {
+            id: job_id,
+            tenant_id: tenant,
+            document_id,
+            data_key_id: key.id(),
+            payload_sealed: key.seal(&context(0), &upload.content)?,
+            header_sealed: key.seal(&context(1), &header_json)?,
+            size_bytes: i64::try_from(upload.content.len()).unwrap_or(i64::MAX),
+        };
+        self.store.insert_job(&job).await?;
+        permit.send(job_id);
+        Ok((job_id, document_id))
+    }
+
+    /// Queues every job a previous process left unfinished (waits for queue space).
+    pub async fn resume_unfinished(&self) -> Result<usize, SubmitError> {
+        let jobs = self.store.unfinished_jobs().await?;
+        for job in &jobs {
+            if self.queue.send(*job).await.is_err() {
+                break;
+            }
+        }
+        Ok(jobs.len())
+    }
+
+    async fn process(&self, job_id: JobId) {
+        let job = match self.store.claim_job(job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "could not claim ingest job; it will be retried at start");
+                return;
+            }
+        };
+        match self.run(&job).await {
+            Ok(chunks) => tracing::info!(%job_id, chunks, "ingest job done"),
+            Err(JobFailure::Permanent { code, message }) => {
+                tracing::info!(%job_id, code, "ingest job failed");
+                if let Err(e) = self.store.fail_job(job_id, code, &message).await {
+                    tracing::warn!(%job_id, error = %e, "could not record the job failure");
+                }
+            }
+            Err(JobFailure::Transient(reason)) => {
+                // Dependencies down: leave the job queued for a later attempt (or the next start).
+                tracing::warn!(%job_id, %reason, attempts = job.attempts, "ingest job interrupted; retrying later");
+                if job.attempts < 5 {
+                    let queue = self.queue.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(
+                            2u64.pow(job.attempts.clamp(0, 5) as u32),
+                        ))
+                        .await;
+                        let _ = queue.send(job_id).await;
+                    });
+                } else if let Err(e) = self
+                    .store
+                    .fail_job(job_id, "dependency_unavailable", &reason)
+                    .await
+                {
+                    tracing::warn!(%job_id, error = %e, "could not record the job failure");
+                }
+            }
+        }
+    }
+
+    async fn run(&self, job: &JobRecord) -> Result<usize, JobFailure> {
+        let tenant = job.tenant_id;
+        let (Some(key_id), Some(payload), Some(header)) =
+            (job.data_key_id, &job.payload_sealed, &job.header_sealed)
+        else {
+            return Err(JobFailure::permanent(
+                "internal_error",
+                "job has no payload",
+            ));
+        };
+        let key = self
+            .content
+            .key_by_id(tenant, key_id)
+            .await
+            .map_err(JobFailure::from_content)?;
+        let context = |ordinal| SealContext {
+            purpose: SealPurpose::Upload,
+            tenant,
+            document: job.document_id,
+            chunk: None,
+            ordinal,
+        };
+        let bytes = key
+            .open(&context(0), payload)
+            .map_err(|e| JobFailure::from_content(e.into()))?;
+        let header: JobHeader = key
+            .open(&context(1), header)
+            .ok()
+            .and_then(|h: Vec<u8>| serde_json::from_slice::<JobHeader>(&h).ok())
+            .ok_or_else(|| JobFailure::permanent("internal_error", "job header is unreadable"))?;
+        let parsed = match header.format {
+            Format::PlainText => PlainTextParser.parse(&bytes),
+            Format::Markdown => MarkdownParser.parse(&bytes),
+        }
+        .map_err(|e| match e {
+            IngestError::NoText => {
+                JobFailure::permanent("no_text", "the document contains no text")
+            }
+            IngestError::InvalidUtf8 { .. } => {
+                JobFailure::permanent("invalid_utf8", &e.to_string())
+            }
+        })?;
+        let mut chunks = chunk_document(&parsed, &self.settings.chunking, self.tokenizer.as_ref());
+        // Scan before anything is embedded or sent anywhere. Line numbers refer to the uploaded text.
+        let text = String::from_utf8_lossy(&bytes);
+        let findings = secrets::scan(&text);
+        if let Some(first) = findings.first() {
+            match self.settings.secret_policy {
+                SecretPolicy::Reject => {
+                    return Err(JobFailure::permanent(
+                        "contains_secret",
+                        &format!(
+                            "the document contains a credential ({}) on line {}; remove it or ask for the redact policy",
+                            first.kind, first.line
+                        ),
+                    ))
+                }
+                SecretPolicy::Redact => {
+                    for chunk in &mut chunks {
+                        let found = secrets::scan(&chunk.text);
+                        if !found.is_empty() {
+                            chunk.text = secrets::redact(&chunk.text, &found);
+                            chunk.token_count =
+                                u32::try_from(self.tokenizer.count(&chunk.text)).unwrap_or(u32::MAX);
+                        }
+                    }
+                }
+            }
+        }
+        let upload = DocumentUpload {
+            document_id: job.document_id,
+            name: &header.name,
+            metadata: header.metadata.as_ref(),
+            content: &bytes,
+            chunks: &chunks,
+        };
+        self.content
+            .put_document(tenant, upload, &header.actor, None, Some(job.id))
+            .await
+            .map_err(JobFailure::from_content)?;
+        Ok(chunks.len())
+    }
+}
+
+enum JobFailure {
+    Permanent { code: &'static str, message: String },
+    Transient(String),
+}
+
+impl JobFailure {
+    fn permanent(code: &'static str, message: &str) -> JobFailure {
+        JobFailure::Permanent {
+            code,
+            message: message.to_owned(),
+        }
+    }
+
+    fn from_content(e: ContentError) -> JobFailure {
+        match &e {
+            ContentError::Store(s) if s.is_unavailable() => JobFailure::Transient(e.to_string()),
+            ContentError::Credentials(c) if c.is_outage() => JobFailure::Transient(e.to_string()),
+            ContentError::Credentials(c) if c.is_integrity_failure() => {
+                JobFailure::permanent("integrity_failure", "the queued upload failed to open")
+            }
+            _ => JobFailure::permanent("internal_error", "the document could not be stored"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_detected_from_content_first() {
+        let ok = |c: &[u8], t: Option<&str>, n: &str| detect_format(c, t, n).ok();
+        assert_eq!(ok(b"hello", None, "a.txt"), Some(Format::PlainText));
+        assert_eq!(ok(b"# Title", None, "a.md"), Some(Format::Markdown));
+        assert_eq!(
+            ok(b"# Title", Some("text/markdown; charset=utf-8"), "a"),
+            Some(Format::Markdown)
+        );
+        assert!(matches!(
+            detect_format(b"%PDF-1.7 ...", Some("text/plain"), "x.txt"),
+            Err(SubmitError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            detect_format(b"\x89PNG\r\n", None, "x.txt"),
+            Err(SubmitError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            detect_format(b"text\0with nul", None, "x.txt"),
+            Err(SubmitError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            detect_format(b"ok \xff\xfe", None, "x.txt"),
+            Err(SubmitError::InvalidUtf8(3))
+        ));
+        assert!(matches!(
+            detect_format(b"hi", Some("application/octet-stream"), "x"),
+            Err(SubmitError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            detect_format(b"<!DOCTYPE html><p>x", None, "x.txt"),
+            Err(SubmitError::UnsupportedMediaType(_))
+        ));
+    }
+}

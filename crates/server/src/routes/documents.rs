@@ -1,0 +1,179 @@
+//! `/v1/documents` and `/v1/jobs`: uploads become queued ingest jobs; documents are listed by their
+//! unsealed names, never their text.
+
+use super::admin::content_error;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use ragvault_core::{DocumentId, JobId, Scope};
+use ragvault_gateway::require_tenant_scope;
+use ragvault_ingest::pipeline::{SubmitError, Upload};
+use ragvault_store::AuditEntry;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const MAX_NAME_CHARS: usize = 255;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 64;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    name: String,
+    content: String,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<UploadRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let name = request.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "invalid_name",
+            format!("name must be 1 to {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    if request.tags.len() > MAX_TAGS
+        || request.tags.iter().any(|t| {
+            t.is_empty() || t.chars().count() > MAX_TAG_CHARS || t.chars().any(char::is_control)
+        })
+    {
+        return Err(invalid(
+            "invalid_tags",
+            format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} printable characters"),
+        ));
+    }
+    if request.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(invalid(
+            "invalid_metadata",
+            "metadata must be a JSON object",
+        ));
+    }
+    // Tags travel with the metadata, sealed; keyed tag hashes for filtering arrive with search.
+    let metadata = match (request.metadata, request.tags.is_empty()) {
+        (None, true) => None,
+        (metadata, _) => {
+            let mut object = metadata.unwrap_or_else(|| json!({}));
+            if !request.tags.is_empty() {
+                object["tags"] = json!(request.tags);
+            }
+            Some(object)
+        }
+    };
+    let upload = Upload {
+        name: name.to_owned(),
+        content_type: request.content_type,
+        content: request.content.into_bytes(),
+        metadata,
+    };
+    let (job_id, document_id) = state
+        .pipeline
+        .submit(tenant, upload, &caller.principal.actor())
+        .await
+        .map_err(submit_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "document_id": document_id, "job_id": job_id, "status": "queued" })),
+    ))
+}
+
+fn submit_error(err: SubmitError) -> ApiError {
+    match err {
+        SubmitError::UnsupportedMediaType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            err.to_string(),
+        ),
+        SubmitError::InvalidUtf8(_) => invalid("invalid_utf8", err.to_string()),
+        SubmitError::Empty => invalid("no_text", err.to_string()),
+        SubmitError::QueueFull => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
+        }
+        SubmitError::Content(e) => content_error(e),
+    }
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(job_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let job = state.store.get_job(tenant, JobId(job_id)).await?;
+    let mut body = json!({
+        "id": job.id,
+        "document_id": job.document_id,
+        "status": job.status,
+        "attempts": job.attempts,
+    });
+    if let Some(chunks) = job.chunks {
+        body["chunks"] = json!(chunks);
+    }
+    if let (Some(code), Some(message)) = (job.error_code, job.error_message) {
+        body["error"] = json!({ "code": code, "message": message });
+    }
+    Ok(Json(body))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let documents = state
+        .content
+        .list_documents(tenant)
+        .await
+        .map_err(content_error)?;
+    Ok(Json(json!({ "documents": documents })))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let document = state
+        .content
+        .document_summary(tenant, DocumentId(id))
+        .await
+        .map_err(content_error)?;
+    Ok(Json(json!(document)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let audit = AuditEntry::new(caller.principal.actor(), "document.deleted")
+        .tenant(tenant)
+        .target(format!("document:{id}"))
+        .request_id(Some(caller.request_id.clone()));
+    let points = state
+        .store
+        .delete_document(tenant, DocumentId(id), &audit)
+        .await?;
+    Ok(Json(
+        json!({ "id": id, "deleted": true, "chunks": points.len() }),
+    ))
+}

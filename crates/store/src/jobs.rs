@@ -1,0 +1,130 @@
+//! Ingest jobs: the sealed upload, its status and outcome.
+
+use crate::{Store, StoreError};
+use ragvault_core::{DocumentId, JobId, TenantId};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub document_id: DocumentId,
+    pub data_key_id: Uuid,
+    /// The uploaded bytes, sealed.
+    pub payload_sealed: Vec<u8>,
+    /// Name, content type and metadata, sealed.
+    pub header_sealed: Vec<u8>,
+    pub size_bytes: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub tenant_id: TenantId,
+    pub document_id: DocumentId,
+    pub status: String,
+    pub data_key_id: Option<Uuid>,
+    pub payload_sealed: Option<Vec<u8>>,
+    pub header_sealed: Option<Vec<u8>>,
+    pub size_bytes: i64,
+    pub chunks: Option<i32>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub created_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str =
+    "id, tenant_id, document_id, status, data_key_id, payload_sealed, header_sealed, size_bytes, \
+                       chunks, error_code, error_message, attempts, created_at, finished_at";
+
+fn from_row(row: &PgRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        id: JobId(row.try_get("id")?),
+        tenant_id: TenantId(row.try_get("tenant_id")?),
+        document_id: DocumentId(row.try_get("document_id")?),
+        status: row.try_get("status")?,
+        data_key_id: row.try_get("data_key_id")?,
+        payload_sealed: row.try_get("payload_sealed")?,
+        header_sealed: row.try_get("header_sealed")?,
+        size_bytes: row.try_get("size_bytes")?,
+        chunks: row.try_get("chunks")?,
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get("error_message")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ingest_jobs (id, tenant_id, document_id, data_key_id, payload_sealed, header_sealed, size_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(job.id.0)
+        .bind(job.tenant_id.0)
+        .bind(job.document_id.0)
+        .bind(job.data_key_id)
+        .bind(&job.payload_sealed)
+        .bind(&job.header_sealed)
+        .bind(job.size_bytes)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get_job(&self, tenant: TenantId, id: JobId) -> Result<JobRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM ingest_jobs WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.0)
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound("job"))?;
+        from_row(&row)
+    }
+
+    /// Claims a job for processing: marks it running and counts the attempt. None if it is finished.
+    pub async fn claim_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "UPDATE ingest_jobs SET status = 'running', attempts = attempts + 1
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING {COLUMNS}"
+        ))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Jobs a previous process left unfinished, oldest first.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM ingest_jobs WHERE status IN ('queued', 'running') ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(JobId).collect())
+    }
+
+    /// Marks a job failed with a stable code and a message that names no content; drops the payload.
+    pub async fn fail_job(&self, id: JobId, code: &str, message: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ingest_jobs SET status = 'failed', error_code = $2, error_message = $3, finished_at = now(),
+                    payload_sealed = NULL, header_sealed = NULL
+             WHERE id = $1",
+        )
+        .bind(id.0)
+        .bind(code)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
