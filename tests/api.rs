@@ -1580,3 +1580,44 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["chunks"], 1);
 }
+
+/// HTML is ingested as text under its headings; scripts and navigation never reach storage.
+#[tokio::test]
+async fn html_documents_keep_text_and_drop_scripts() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("html")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let html = "<html><nav>Home | Docs</nav><h1>Help</h1><p>Press reset.</p>\
+                <script>track('secret-tracker')</script><h2>LEDs</h2><ul><li>Amber: updating</li></ul></html>";
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "help.html", "content": html, "content_type": "text/html"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = wait_for_job(&app, &tenant.api_key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let document_id: ragvault_core::DocumentId =
+        r.body["document_id"].as_str().unwrap().parse().unwrap();
+    let (_, chunks) = sealed_content(&app)
+        .open_document(tenant_id, document_id)
+        .await
+        .unwrap();
+    let all: Vec<(Vec<String>, String)> = chunks
+        .into_iter()
+        .map(|c| (c.heading_path, c.text))
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            (vec!["Help".to_owned()], "Press reset.".to_owned()),
+            (
+                vec!["Help".to_owned(), "LEDs".to_owned()],
+                "- Amber: updating".to_owned()
+            ),
+        ]
+    );
+}

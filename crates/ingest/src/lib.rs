@@ -5,11 +5,13 @@
 //! the only way document text reaches or leaves Postgres.
 
 pub mod chunk;
+mod html;
 mod markdown;
 pub mod pipeline;
 pub mod sealed;
 pub mod secrets;
 
+pub use html::HtmlParser;
 pub use markdown::MarkdownParser;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

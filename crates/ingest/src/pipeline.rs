@@ -5,7 +5,7 @@
 use crate::chunk::{chunk_document, ChunkingConfig};
 use crate::sealed::{ContentError, DocumentUpload, SealedContent};
 use crate::secrets::{self, SecretPolicy};
-use crate::{IngestError, MarkdownParser, Parser, PlainTextParser};
+use crate::{HtmlParser, IngestError, MarkdownParser, Parser, PlainTextParser};
 use ragvault_core::{DocumentId, JobId, TenantId};
 use ragvault_credentials::{SealContext, SealPurpose};
 use ragvault_embedding::TokenCount;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 pub enum Format {
     PlainText,
     Markdown,
+    Html,
 }
 
 /// Why an upload is refused before it is queued.
@@ -116,12 +117,10 @@ pub fn detect_format(
         start.starts_with("<!doctype html") || start.starts_with("<html")
     };
     match declared.as_deref() {
-        Some("text/html") | Some("application/xhtml+xml") => Err(
-            SubmitError::UnsupportedMediaType("HTML is not supported by this build yet".to_owned()),
-        ),
-        _ if looks_html => Err(SubmitError::UnsupportedMediaType(
-            "HTML is not supported by this build yet".to_owned(),
-        )),
+        Some("text/html") | Some("application/xhtml+xml") => Ok(Format::Html),
+        _ if looks_html || lower_name.ends_with(".html") || lower_name.ends_with(".htm") => {
+            Ok(Format::Html)
+        }
         Some("text/markdown") | Some("text/x-markdown") => Ok(Format::Markdown),
         Some("text/plain") | None | Some("") => {
             if lower_name.ends_with(".md") || lower_name.ends_with(".markdown") {
@@ -322,6 +321,7 @@ impl Pipeline {
         let parsed = match header.format {
             Format::PlainText => PlainTextParser.parse(&bytes),
             Format::Markdown => MarkdownParser.parse(&bytes),
+            Format::Html => HtmlParser.parse(&bytes),
         }
         .map_err(|e| match e {
             IngestError::NoText => {
@@ -431,9 +431,10 @@ mod tests {
             detect_format(b"hi", Some("application/octet-stream"), "x"),
             Err(SubmitError::UnsupportedMediaType(_))
         ));
-        assert!(matches!(
-            detect_format(b"<!DOCTYPE html><p>x", None, "x.txt"),
-            Err(SubmitError::UnsupportedMediaType(_))
-        ));
+        assert_eq!(
+            ok(b"<!DOCTYPE html><p>x", None, "x.txt"),
+            Some(Format::Html)
+        );
+        assert_eq!(ok(b"<p>x</p>", Some("text/html"), "x"), Some(Format::Html));
     }
 }
