@@ -1621,3 +1621,55 @@ async fn html_documents_keep_text_and_drop_scripts() {
         ]
     );
 }
+
+/// The multipart form of `POST /v1/documents`: a `file` part named by its file name.
+#[tokio::test]
+async fn multipart_uploads_are_ingested() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("multipart")).await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"# Guide\n\nTurn it off and on again.".to_vec())
+                .file_name("guide.md")
+                .mime_str("text/markdown")
+                .unwrap(),
+        )
+        .text("tags", "router, support");
+    let r = reply(
+        app.client
+            .post(app.url("/v1/documents"))
+            .bearer_auth(&tenant.api_key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = wait_for_job(&app, &tenant.api_key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let listed = call(
+        &app,
+        Method::GET,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(listed.body["documents"][0]["name"], "guide.md");
+
+    // A form without a file, or with an unknown field, is refused.
+    let no_file = reqwest::multipart::Form::new().text("name", "x");
+    let r = reply(
+        app.client
+            .post(app.url("/v1/documents"))
+            .bearer_auth(&tenant.api_key)
+            .multipart(no_file)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_multipart");
+}

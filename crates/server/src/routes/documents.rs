@@ -37,12 +37,128 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
 }
 
+/// `POST /v1/documents`: a JSON body `{name, content, ...}`, or `multipart/form-data` with a `file` part (its
+/// file name is the document name unless a `name` field is given; optional `content_type`, `tags` (comma
+/// separated) and `metadata` (JSON) fields).
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(request): ApiJson<UploadRequest>,
+    request: axum::extract::Request,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
+    let is_multipart = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let request = if is_multipart {
+        let multipart = <axum::extract::Multipart as axum::extract::FromRequest<()>>::from_request(
+            request,
+            &(),
+        )
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", e.body_text()))?;
+        multipart_request(multipart).await?
+    } else {
+        let ApiJson(body) =
+            <ApiJson<UploadRequest> as axum::extract::FromRequest<()>>::from_request(request, &())
+                .await?;
+        UploadBody::from(body)
+    };
+    accept(&state, &caller, tenant, request).await
+}
+
+/// An upload from either encoding, before validation.
+struct UploadBody {
+    name: String,
+    content: Vec<u8>,
+    content_type: Option<String>,
+    tags: Vec<String>,
+    metadata: Option<Value>,
+}
+
+impl From<UploadRequest> for UploadBody {
+    fn from(r: UploadRequest) -> UploadBody {
+        UploadBody {
+            name: r.name,
+            content: r.content.into_bytes(),
+            content_type: r.content_type,
+            tags: r.tags,
+            metadata: r.metadata,
+        }
+    }
+}
+
+async fn multipart_request(
+    mut multipart: axum::extract::Multipart,
+) -> Result<UploadBody, ApiError> {
+    let bad =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_multipart", message);
+    let mut body = UploadBody {
+        name: String::new(),
+        content: Vec::new(),
+        content_type: None,
+        tags: Vec::new(),
+        metadata: None,
+    };
+    let mut file_name = None;
+    let mut has_file = false;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad(e.body_text()))?
+    {
+        let field_name = field.name().unwrap_or_default().to_owned();
+        match field_name.as_str() {
+            "file" => {
+                file_name = field.file_name().map(str::to_owned);
+                if body.content_type.is_none() {
+                    body.content_type = field.content_type().map(str::to_owned);
+                }
+                body.content = field
+                    .bytes()
+                    .await
+                    .map_err(|e| bad(e.body_text()))?
+                    .to_vec();
+                has_file = true;
+            }
+            "name" => body.name = field.text().await.map_err(|e| bad(e.body_text()))?,
+            "content_type" => {
+                body.content_type = Some(field.text().await.map_err(|e| bad(e.body_text()))?)
+            }
+            "tags" => {
+                let tags = field.text().await.map_err(|e| bad(e.body_text()))?;
+                body.tags = tags
+                    .split(',')
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty())
+                    .collect();
+            }
+            "metadata" => {
+                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                body.metadata =
+                    Some(serde_json::from_str(&text).map_err(|_| {
+                        invalid("invalid_metadata", "metadata must be a JSON object")
+                    })?);
+            }
+            other => return Err(bad(format!("unknown form field `{other}`"))),
+        }
+    }
+    if !has_file {
+        return Err(bad("a `file` part is required".to_owned()));
+    }
+    if body.name.trim().is_empty() {
+        body.name = file_name.unwrap_or_default();
+    }
+    Ok(body)
+}
+
+async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    tenant: ragvault_core::TenantId,
+    request: UploadBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = request.name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS
@@ -83,7 +199,7 @@ pub async fn upload(
     let upload = Upload {
         name: name.to_owned(),
         content_type: request.content_type,
-        content: request.content.into_bytes(),
+        content: request.content,
         metadata,
     };
     let (job_id, document_id) = state
