@@ -46,6 +46,14 @@ enum Command {
     /// Manage provider keys in the local keyring (with Vault, write them with `bao kv put`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Ingest files or folders through the running service (RAGVAULT_URL, RAGVAULT_API_KEY).
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+        /// The tenant the API key must belong to (a guard against ingesting into the wrong tenant).
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +136,8 @@ enum ApiKeyCommand {
     },
 }
 
+mod client;
+
 const CLI_ACTOR: &str = "cli";
 
 fn main() -> Result<()> {
@@ -160,6 +170,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::AdminKey(cmd) => admin_key(cmd, &settings).await,
         Command::ApiKey(cmd) => api_key(cmd, &settings).await,
         Command::Keys(cmd) => provider_keys(cmd, &settings).await,
+        Command::Ingest { paths, tenant } => client::ingest(&paths, &tenant).await,
     }
 }
 

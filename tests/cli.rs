@@ -401,3 +401,84 @@ async fn local_provider_keys_are_set_from_stdin_and_leased() {
     let output = server.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&output.stderr).contains(key));
 }
+
+/// `ragvault ingest` walks folders, uploads every file through the running service, waits for the jobs,
+/// reports what was refused, and checks the key belongs to the tenant named.
+#[tokio::test]
+async fn ingest_command_uploads_folders_and_reports_refusals() {
+    let app = ragvault_testkit::spawn_app().await;
+    let slug = unique_slug("cli-ingest");
+    let tenant = app.create_tenant(&slug).await;
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("a.md"), "# Setup\n\nPlug in the router.").unwrap();
+    std::fs::create_dir(folder.path().join("sub")).unwrap();
+    std::fs::write(
+        folder.path().join("sub/b.txt"),
+        "Reset with the WPS button.",
+    )
+    .unwrap();
+    std::fs::write(folder.path().join("sub/c.png"), b"\x89PNG\r\n\x1a\n....").unwrap();
+    std::fs::write(folder.path().join(".hidden.txt"), "skip me").unwrap();
+
+    let run = |tenant_arg: String| {
+        let (base, key, dir) = (
+            app.base_url.clone(),
+            tenant.api_key.clone(),
+            folder.path().to_owned(),
+        );
+        // The server runs on this test's runtime: run the blocking CLI on another thread.
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(BIN);
+            for (var, _) in std::env::vars() {
+                if var.starts_with("RAGVAULT") {
+                    cmd.env_remove(var);
+                }
+            }
+            cmd.env("RAGVAULT_URL", base)
+                .env("RAGVAULT_API_KEY", key)
+                .arg("ingest")
+                .arg(dir)
+                .args(["--tenant", &tenant_arg])
+                .output()
+                .unwrap()
+        })
+    };
+    let wrong = run("someone-else".to_owned()).await.unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("belongs to tenant"));
+
+    let output = run(slug.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("ingested 2 of 3 files"),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("c.png: refused (unsupported_media_type"),
+        "{stderr}"
+    );
+    assert!(
+        !output.status.success(),
+        "a refused file must make the command fail"
+    );
+
+    let listed: serde_json::Value = app
+        .client
+        .get(app.url("/v1/documents"))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = listed["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.md", "b.txt"]);
+}

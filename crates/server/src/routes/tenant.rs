@@ -12,16 +12,29 @@ use ragvault_gateway::require_tenant_scope;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Who the presented key is: lets integrators check a key and its scopes without side effects.
-pub async fn whoami(caller: Caller) -> Json<Value> {
-    Json(match &caller.principal {
+/// Who the presented key is: lets integrators (and `ragvault ingest --tenant`) check a key and its scopes
+/// without side effects.
+pub async fn whoami(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match &caller.principal {
         Principal::Tenant {
             tenant_id,
             key_id,
             scopes,
-        } => json!({"kind": "tenant", "tenant_id": tenant_id, "key_id": key_id, "scopes": scopes}),
+        } => {
+            let tenant = state.access.get_tenant(*tenant_id).await?;
+            json!({
+                "kind": "tenant",
+                "tenant_id": tenant_id,
+                "tenant_slug": tenant.slug,
+                "key_id": key_id,
+                "scopes": scopes,
+            })
+        }
         Principal::Operator { key_id } => json!({"kind": "operator", "key_id": key_id}),
-    })
+    }))
 }
 
 pub async fn list_keys(
