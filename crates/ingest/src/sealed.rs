@@ -46,8 +46,11 @@ pub struct DocumentUpload<'a> {
 #[derive(Clone, Debug)]
 pub struct StoredDocument {
     pub document_id: DocumentId,
+    /// Chunks written (empty when the document was unchanged).
     pub chunks: Vec<(ChunkId, PointId)>,
     pub replaced: Option<DocumentId>,
+    /// The same name and content were already stored: nothing was written, `document_id` is the existing one.
+    pub unchanged: bool,
 }
 
 /// A chunk read back and opened.
@@ -191,7 +194,18 @@ impl SealedContent {
             id: document_id,
             tenant_id: tenant,
             name_hash: index.term_hash(&format!("name\0{name}")).to_vec(),
-            content_hash: index.content_hash(content).to_vec(),
+            // Metadata is part of what makes two uploads "the same".
+            content_hash: {
+                let mut hashed = content.to_vec();
+                hashed.push(0);
+                hashed.extend_from_slice(
+                    metadata
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+                index.content_hash(&hashed).to_vec()
+            },
             data_key_id: key.id(),
             name_sealed: key.seal(
                 &document_context(SealPurpose::DocumentName),
@@ -205,14 +219,23 @@ impl SealedContent {
             .target(format!("document:{document_id}"))
             .request_id(request_id)
             .details(json!({ "chunks": sealed_chunks.len(), "size_bytes": document.size_bytes }));
-        let replaced = self
+        let outcome = self
             .store
             .put_document(&document, &sealed_chunks, &audit, finishes_job)
             .await?;
-        Ok(StoredDocument {
-            document_id,
-            chunks: sealed_chunks.iter().map(|c| (c.id, c.point_id)).collect(),
-            replaced,
+        Ok(match outcome {
+            ragvault_store::PutOutcome::Stored { replaced } => StoredDocument {
+                document_id,
+                chunks: sealed_chunks.iter().map(|c| (c.id, c.point_id)).collect(),
+                replaced,
+                unchanged: false,
+            },
+            ragvault_store::PutOutcome::Unchanged { existing } => StoredDocument {
+                document_id: existing,
+                chunks: Vec::new(),
+                replaced: None,
+                unchanged: true,
+            },
         })
     }
 

@@ -20,6 +20,18 @@ pub struct NewDocument {
     pub size_bytes: i64,
 }
 
+/// What storing a document did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    Stored {
+        replaced: Option<DocumentId>,
+    },
+    /// The same name with the same content (keyed hash) is already stored; nothing was written.
+    Unchanged {
+        existing: DocumentId,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct NewChunk {
     pub id: ChunkId,
@@ -104,7 +116,7 @@ impl Store {
         chunks: &[NewChunk],
         audit_entry: &AuditEntry,
         finishes_job: Option<ragvault_core::JobId>,
-    ) -> Result<Option<DocumentId>, StoreError> {
+    ) -> Result<PutOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         // A job whose document is already stored (a crash after commit) must not store it twice.
         if let Some(job) = finishes_job {
@@ -114,8 +126,36 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if finished.as_deref() == Some("done") {
-                return Ok(None);
+                return Ok(PutOutcome::Stored { replaced: None });
             }
+        }
+        // Re-upload of identical content (by keyed hash) under the same name: keep what is stored.
+        let existing: Option<(Uuid, i32)> = sqlx::query_as(
+            "SELECT id, chunk_count FROM documents
+             WHERE tenant_id = $1 AND name_hash = $2 AND content_hash = $3 AND status = 'active'",
+        )
+        .bind(document.tenant_id.0)
+        .bind(&document.name_hash)
+        .bind(&document.content_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((existing, chunk_count)) = existing {
+            if let Some(job) = finishes_job {
+                sqlx::query(
+                    "UPDATE ingest_jobs SET status = 'done', chunks = $2, document_id = $3, finished_at = now(),
+                            payload_sealed = NULL, header_sealed = NULL
+                     WHERE id = $1",
+                )
+                .bind(job.0)
+                .bind(chunk_count)
+                .bind(existing)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(PutOutcome::Unchanged {
+                existing: DocumentId(existing),
+            });
         }
         let replaced: Option<Uuid> = sqlx::query_scalar(
             "UPDATE documents SET status = 'replaced'
@@ -180,7 +220,9 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(replaced.map(DocumentId))
+        Ok(PutOutcome::Stored {
+            replaced: replaced.map(DocumentId),
+        })
     }
 
     pub async fn list_documents(

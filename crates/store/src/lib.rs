@@ -19,7 +19,9 @@ use std::time::Duration;
 
 pub use audit::{AuditEntry, AuditRecord};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
-pub use documents::{ChunkRecord, DocumentRecord, NewChunk, NewDocument, ResealedChunk};
+pub use documents::{
+    ChunkRecord, DocumentRecord, NewChunk, NewDocument, PutOutcome, ResealedChunk,
+};
 pub use error::StoreError;
 pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
