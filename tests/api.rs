@@ -1731,3 +1731,64 @@ async fn identical_reuploads_are_deduplicated_by_keyed_hash() {
     assert_eq!(hashes.len(), 2);
     assert_ne!(hashes[0], hashes[1]);
 }
+
+/// A tenant whose policy says `redact` gets credentials replaced in its chunks instead of a failed job.
+#[tokio::test]
+async fn the_redact_secret_policy_replaces_credentials_in_chunks() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("redact")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let path = format!("/v1/admin/tenants/{}", tenant.id);
+    let bad = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&app.operator_key),
+        Some(json!({"policy": {"secret_policy": "ignore"}})),
+    )
+    .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let bad = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&app.operator_key),
+        Some(json!({"policy": {"budget": 5}})),
+    )
+    .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let set = call(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(&app.operator_key),
+        Some(json!({"policy": {"secret_policy": "redact"}})),
+    )
+    .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert_eq!(set.body["policy"]["secret_policy"], "redact");
+
+    let fake_key = format!("sk-{}", "Ab3Xk9QzR7mP2wLt5Vn8".repeat(2));
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "setup.txt", "content": format!("Set OPENAI_API_KEY={fake_key} before starting.")})),
+    )
+    .await;
+    let job = wait_for_job(&app, &tenant.api_key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let document_id: ragvault_core::DocumentId =
+        r.body["document_id"].as_str().unwrap().parse().unwrap();
+    let (_, chunks) = sealed_content(&app)
+        .open_document(tenant_id, document_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks[0].text,
+        "Set OPENAI_API_KEY=[REDACTED:openai_key] before starting."
+    );
+    let audit = app.store.list_audit(Some(tenant_id), 0, 100).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "tenant.policy_changed"));
+}

@@ -42,6 +42,7 @@ pub struct TenantView {
     pub slug: String,
     pub status: TenantStatus,
     pub environment: Environment,
+    pub policy: serde_json::Value,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -109,6 +110,7 @@ impl AccessControl {
             slug,
             status: record.status,
             environment: record.environment,
+            policy: record.policy,
             created_at: record.created_at,
         })
     }
@@ -388,6 +390,25 @@ impl AccessControl {
         let record = self
             .store
             .set_tenant_status(tenant_id, status, &audit)
+            .await?;
+        self.view(record)
+    }
+
+    /// Replaces the tenant's policy (validated by the caller), audited with the new policy.
+    pub async fn set_tenant_policy(
+        &self,
+        tenant_id: TenantId,
+        policy: serde_json::Value,
+        ctx: &RequestContext,
+    ) -> Result<TenantView, GatewayError> {
+        let audit = ctx
+            .audit("tenant.policy_changed")
+            .tenant(tenant_id)
+            .target(format!("tenant:{tenant_id}"))
+            .details(json!({ "policy": policy }));
+        let record = self
+            .store
+            .set_tenant_policy(tenant_id, &policy, &audit)
             .await?;
         self.view(record)
     }

@@ -288,6 +288,20 @@ impl Pipeline {
         }
     }
 
+    /// The tenant's `secret_policy`, or the pipeline default when the tenant has none.
+    async fn secret_policy(&self, tenant: TenantId) -> Result<SecretPolicy, JobFailure> {
+        let record = self
+            .store
+            .get_tenant(tenant)
+            .await
+            .map_err(|e| JobFailure::from_content(ContentError::Store(e)))?;
+        Ok(record
+            .policy
+            .get("secret_policy")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or(self.settings.secret_policy))
+    }
+
     async fn run(&self, job: &JobRecord) -> Result<usize, JobFailure> {
         let tenant = job.tenant_id;
         let (Some(key_id), Some(payload), Some(header)) =
@@ -336,7 +350,7 @@ impl Pipeline {
         let text = String::from_utf8_lossy(&bytes);
         let findings = secrets::scan(&text);
         if let Some(first) = findings.first() {
-            match self.settings.secret_policy {
+            match self.secret_policy(tenant).await? {
                 SecretPolicy::Reject => {
                     return Err(JobFailure::permanent(
                         "contains_secret",

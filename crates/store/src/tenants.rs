@@ -25,10 +25,12 @@ pub struct TenantRecord {
     pub legacy_slug: Option<String>,
     pub status: TenantStatus,
     pub environment: Environment,
+    /// Per-tenant policy (JSON object); keys are interpreted by the crates that enforce them.
+    pub policy: serde_json::Value,
     pub created_at: OffsetDateTime,
 }
 
-const TENANT_COLUMNS: &str = "id, slug, slug_sealed, status, environment, created_at";
+const TENANT_COLUMNS: &str = "id, slug, slug_sealed, status, environment, policy, created_at";
 
 fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt {
@@ -43,6 +45,7 @@ fn tenant_from_row(row: &PgRow) -> Result<TenantRecord, StoreError> {
         legacy_slug: row.try_get("slug")?,
         status: status.parse().map_err(|e| corrupt(format!("{e}")))?,
         environment: environment.parse().map_err(|e| corrupt(format!("{e}")))?,
+        policy: row.try_get("policy")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -123,6 +126,27 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound("tenant"))?;
+        tenant_from_row(&row)
+    }
+
+    /// Replaces the tenant's policy, with its audit row, in one transaction.
+    pub async fn set_tenant_policy(
+        &self,
+        id: TenantId,
+        policy: &serde_json::Value,
+        audit_entry: &AuditEntry,
+    ) -> Result<TenantRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE tenants SET policy = $2, updated_at = now() WHERE id = $1 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(id.0)
+        .bind(policy)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("tenant"))?;
+        audit::insert(&mut tx, audit_entry).await?;
+        tx.commit().await?;
         tenant_from_row(&row)
     }
 

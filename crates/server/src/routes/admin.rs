@@ -79,10 +79,22 @@ pub async fn get_tenant(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantRequest {
-    status: TenantStatus,
+    #[serde(default)]
+    status: Option<TenantStatus>,
+    #[serde(default)]
+    policy: Option<TenantPolicyRequest>,
 }
 
-/// Suspends or resumes a tenant: a suspended tenant's keys are refused on the next request.
+/// The policy keys this build enforces; unknown keys are refused rather than silently ignored.
+#[derive(Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPolicyRequest {
+    /// What ingest does with a document containing a credential: `reject` (default) or `redact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_policy: Option<ragvault_ingest::secrets::SecretPolicy>,
+}
+
+/// Suspends or resumes a tenant (its keys are refused on the next request) and/or replaces its policy.
 pub async fn update_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -90,10 +102,27 @@ pub async fn update_tenant(
     ApiJson(request): ApiJson<UpdateTenantRequest>,
 ) -> Result<Json<Value>, ApiError> {
     operator(&caller)?;
-    let tenant = state
-        .access
-        .set_tenant_status(TenantId(tenant_id), request.status, &caller.context())
-        .await?;
+    let tenant_id = TenantId(tenant_id);
+    if request.status.is_none() && request.policy.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "give `status` and/or `policy`",
+        ));
+    }
+    let mut tenant = state.access.get_tenant(tenant_id).await?;
+    if let Some(policy) = request.policy {
+        tenant = state
+            .access
+            .set_tenant_policy(tenant_id, json!(policy), &caller.context())
+            .await?;
+    }
+    if let Some(status) = request.status {
+        tenant = state
+            .access
+            .set_tenant_status(tenant_id, status, &caller.context())
+            .await?;
+    }
     Ok(Json(json!(tenant)))
 }
 
