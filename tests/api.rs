@@ -1531,14 +1531,7 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     let app = spawn_app().await;
     let tenant = app.create_tenant(&unique_slug("resume")).await;
     let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
-    let model_dir = std::env::var("RAGVAULT_MODEL_DIR")
-        .unwrap_or_else(|_| "/var/tmp/ragvault-models/all-MiniLM-L6-v2".to_owned());
-    let tokenizer = std::sync::Arc::new(
-        ragvault_embedding::ModelTokenizer::from_file(
-            &std::path::Path::new(&model_dir).join("tokenizer.json"),
-        )
-        .unwrap(),
-    );
+    let tokenizer = std::sync::Arc::new(ragvault_embedding::tokenizer_from_env().unwrap());
     let settings = PipelineSettings {
         workers: 1,
         queue_capacity: 4,

@@ -9,6 +9,19 @@ mod tokenizer;
 
 pub use tokenizer::{ModelTokenizer, TokenCount};
 
+/// Where `scripts/fetch-model.sh` puts the local model unless `RAGVAULT_MODEL_DIR` says otherwise (the
+/// service itself reads `embedding.model_dir` from its configuration).
+pub fn model_dir_from_env() -> std::path::PathBuf {
+    std::env::var_os("RAGVAULT_MODEL_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/ragvault-models/all-MiniLM-L6-v2"))
+}
+
+/// The local model's tokenizer from [`model_dir_from_env`], for tests and tools.
+pub fn tokenizer_from_env() -> Result<ModelTokenizer, EmbeddingError> {
+    ModelTokenizer::from_file(&model_dir_from_env().join("tokenizer.json"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddingError {
     #[error("embedding model {model} returned {got} dimensions, expected {expected}")]

@@ -5,18 +5,10 @@
 use ragvault_embedding::{ModelTokenizer, TokenCount};
 use ragvault_ingest::chunk::{chunk_document, ChunkingConfig};
 use ragvault_ingest::{MarkdownParser, Parser};
-use std::path::PathBuf;
 
 fn tokenizer() -> ModelTokenizer {
-    let dir = std::env::var("RAGVAULT_MODEL_DIR")
-        .unwrap_or_else(|_| "/var/tmp/ragvault-models/all-MiniLM-L6-v2".to_owned());
-    let path = PathBuf::from(dir).join("tokenizer.json");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-model.sh",
-        path.display()
-    );
-    ModelTokenizer::from_file(&path).unwrap()
+    ragvault_embedding::tokenizer_from_env()
+        .expect("the model is missing: run scripts/fetch-model.sh")
 }
 
 fn manual() -> String {

@@ -62,8 +62,9 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
     let database_url = toml_string(&database.url);
     let data_dir_value = toml_string(&data_dir.path().display().to_string());
     let model_dir = toml_string(
-        &std::env::var("RAGVAULT_MODEL_DIR")
-            .unwrap_or_else(|_| "/var/tmp/ragvault-models/all-MiniLM-L6-v2".to_owned()),
+        &ragvault_embedding::model_dir_from_env()
+            .display()
+            .to_string(),
     );
     let mut all: Vec<(&str, &str)> = vec![
         ("embedding.model_dir", &model_dir),
