@@ -5,8 +5,10 @@
 
 use async_trait::async_trait;
 
+mod local;
 mod tokenizer;
 
+pub use local::{LocalEmbedder, LOCAL_MODEL_ID};
 pub use tokenizer::{ModelTokenizer, TokenCount};
 
 /// Where `scripts/fetch-model.sh` puts the local model unless `RAGVAULT_MODEL_DIR` says otherwise (the
