@@ -1,22 +1,47 @@
 //! Similarity search over pseudonymous points.
 //!
-//! Architecture invariant: an index sees only a partition key (a keyed pseudonym of the tenant), point ids
+//! Architecture invariant: an index sees only a partition name (a keyed pseudonym of the tenant), point ids
 //! (keyed pseudonyms of chunk ids) and vectors. It never sees text, tenant ids or slugs.
+//!
+//! Point vectors are immutable per id: a point id is a keyed hash of a chunk id, chunks are never edited
+//! (a re-upload makes new chunks), and another embedding model builds another partition. Backends rely on
+//! this to make upserts idempotent.
 
 use async_trait::async_trait;
 use ragvault_core::PointId;
+use std::collections::HashSet;
+use std::path::Path;
+
+mod distance;
+mod embedded;
+mod wal;
+
+pub use distance::DistUnitCosine;
+pub use embedded::{EmbeddedIndex, EmbeddedSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("vector has {got} dimensions, index partition expects {expected}")]
     DimensionMismatch { expected: usize, got: usize },
+    #[error("index partition was built with model `{built_with}`, not `{asked}`")]
+    ModelMismatch { built_with: String, asked: String },
+    #[error("index files of a partition are unusable: {0}")]
+    Corrupt(String),
+    #[error("index i/o failed: {0}")]
+    Io(#[from] std::io::Error),
     #[error("index backend failed: {0}")]
     Backend(String),
 }
 
-/// An opaque partition name derived by the credentials crate; shown nowhere else.
+/// One tenant's partition of the index, as the credentials crate names it, and the model whose vectors it
+/// holds (an index never mixes models: a query from another model is refused).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct PartitionKey(pub String);
+pub struct Partition {
+    /// Opaque keyed name (`IndexKey::partition_name`); safe as a file or collection key.
+    pub name: String,
+    pub model_id: String,
+    pub dimension: usize,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexPoint {
@@ -31,24 +56,46 @@ pub struct ScoredPoint {
     pub score: f32,
 }
 
+/// A nearest-neighbour query.
+#[derive(Clone, Debug)]
+pub struct VectorQuery {
+    pub vector: Vec<f32>,
+    pub k: usize,
+    /// Search breadth: higher finds more true neighbours, slower. Raised to at least `k`.
+    pub ef: usize,
+    /// When set, only these points may be returned (document, tag and access filters resolve to this).
+    pub allow: Option<HashSet<PointId>>,
+}
+
 /// One backend of the vector index. Every call is scoped to one partition.
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
+    /// Adds points; a point already present is left as it is (vectors never change per id).
     async fn upsert(
         &self,
-        partition: &PartitionKey,
+        partition: &Partition,
         points: Vec<IndexPoint>,
     ) -> Result<(), SearchError>;
-    async fn delete(&self, partition: &PartitionKey, ids: &[PointId]) -> Result<(), SearchError>;
-    /// The `k` nearest live points, best first. `ef` trades recall for speed where the backend has it.
+    /// Removes points; unknown ids are ignored.
+    async fn delete(&self, partition: &Partition, ids: &[PointId]) -> Result<(), SearchError>;
+    /// The `k` nearest live points, best first.
     async fn search(
         &self,
-        partition: &PartitionKey,
-        query: &[f32],
-        k: usize,
-        ef: usize,
+        partition: &Partition,
+        query: &VectorQuery,
     ) -> Result<Vec<ScoredPoint>, SearchError>;
-    async fn count(&self, partition: &PartitionKey) -> Result<usize, SearchError>;
+    /// Live points in the partition.
+    async fn count(&self, partition: &Partition) -> Result<usize, SearchError>;
+    /// Every live point id, for reconciling the index against Postgres.
+    async fn point_ids(&self, partition: &Partition) -> Result<HashSet<PointId>, SearchError>;
+    /// Removes the whole partition (tenant deletion).
+    async fn drop_partition(&self, partition_name: &str) -> Result<(), SearchError>;
+    /// Writes a consistent copy of the partition into `dir`.
+    async fn snapshot(&self, partition: &Partition, dir: &Path) -> Result<(), SearchError>;
+    /// Replaces the partition with a copy written by `snapshot`.
+    async fn restore(&self, partition: &Partition, dir: &Path) -> Result<(), SearchError>;
+    /// Makes pending writes durable in the backend's own format (the embedded index dumps its graph).
+    async fn flush(&self) -> Result<(), SearchError>;
 }
 
 /// Merges ranked lists by reciprocal rank fusion: each list contributes `weight / (k + rank)` per item.
@@ -65,6 +112,14 @@ pub fn reciprocal_rank_fusion(lists: &[(&[PointId], f32)], k: f32) -> Vec<(Point
     }
     scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scores
+}
+
+/// Scales a vector to unit length (a zero vector stays zero), so cosine similarity is a dot product.
+pub fn normalize(vector: &mut [f32]) {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
 }
 
 #[cfg(test)]
