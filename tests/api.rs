@@ -1114,6 +1114,8 @@ fn upload<'a>(
         metadata,
         content: b"raw bytes",
         chunks,
+        vectors: None,
+        tags: &[],
     }
 }
 
@@ -1542,6 +1544,7 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     let (dead, workers) = Pipeline::start(
         app.store.clone(),
         sealed_content(&app),
+        app.state.indexer.clone(),
         tokenizer.clone(),
         settings.clone(),
     );
@@ -1566,8 +1569,13 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     .await;
     assert_eq!(job.body["status"], "queued");
     // "Process B" starts and resumes it.
-    let (alive, _workers) =
-        Pipeline::start(app.store.clone(), sealed_content(&app), tokenizer, settings);
+    let (alive, _workers) = Pipeline::start(
+        app.store.clone(),
+        sealed_content(&app),
+        app.state.indexer.clone(),
+        tokenizer,
+        settings,
+    );
     assert_eq!(alive.resume_unfinished().await.unwrap(), 1);
     let job = wait_for_job(&app, &tenant.api_key, &job_id.to_string()).await;
     assert_eq!(job["status"], "done", "{job}");

@@ -26,6 +26,8 @@ pub enum SealPurpose {
     DocumentMetadata = 4,
     /// An upload waiting in the ingest queue (ordinal 0: the bytes; 1: name, type and metadata).
     Upload = 5,
+    /// A chunk's embedding (f32 little-endian): embeddings can be inverted into text, so they are content.
+    ChunkVector = 6,
 }
 
 /// Where a sealed value lives. Values that belong to a document rather than a chunk use `chunk: None`.

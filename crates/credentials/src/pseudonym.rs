@@ -38,11 +38,12 @@ impl IndexKey {
         PointId(u64::from_be_bytes(first))
     }
 
-    /// The tenant's index partition (and file) name: no tenant id or slug in it.
-    pub fn partition_name(&self) -> String {
+    /// The tenant's index partition (and file) name for vectors of one embedding model: no tenant id, slug
+    /// or model name in it. Another model gets another partition, so vectors never mix.
+    pub fn partition_name(&self, model_id: &str) -> String {
         format!(
             "p{}",
-            hex::encode(&self.mac(b"partition", b"").as_ref()[..16])
+            hex::encode(&self.mac(b"partition", model_id.as_bytes()).as_ref()[..16])
         )
     }
 
@@ -83,9 +84,10 @@ mod tests {
         assert_eq!(a.point_id(chunk), a.point_id(chunk));
         assert_ne!(a.point_id(chunk), b.point_id(chunk));
         assert_ne!(a.point_id(chunk), a.point_id(ChunkId::new()));
-        assert_eq!(a.partition_name(), a.partition_name());
-        assert_ne!(a.partition_name(), b.partition_name());
-        assert!(a.partition_name().starts_with('p') && a.partition_name().len() == 33);
+        assert_eq!(a.partition_name("m"), a.partition_name("m"));
+        assert_ne!(a.partition_name("m"), b.partition_name("m"));
+        assert_ne!(a.partition_name("m"), a.partition_name("other-model"));
+        assert!(a.partition_name("m").starts_with('p') && a.partition_name("m").len() == 33);
         assert_ne!(a.content_hash(b"manual"), b.content_hash(b"manual"));
         assert_ne!(a.term_hash("e42"), a.term_hash("e43"));
         assert_ne!(&a.content_hash(b"x")[..16], &a.term_hash("x")[..]);

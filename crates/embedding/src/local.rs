@@ -39,6 +39,24 @@ fn model_error(what: &str, e: impl std::fmt::Display) -> EmbeddingError {
 }
 
 impl LocalEmbedder {
+    /// The model in `dir`, loaded once per process: every service instance in a process (tests start
+    /// dozens) shares one copy of the weights.
+    pub fn shared(dir: &Path) -> Result<LocalEmbedder, EmbeddingError> {
+        static LOADED: std::sync::OnceLock<
+            std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, LocalEmbedder>>,
+        > = std::sync::OnceLock::new();
+        let loaded = LOADED.get_or_init(Default::default);
+        let mut loaded = loaded
+            .lock()
+            .map_err(|_| EmbeddingError::Model("model cache lock poisoned".into()))?;
+        if let Some(model) = loaded.get(dir) {
+            return Ok(model.clone());
+        }
+        let model = LocalEmbedder::load(dir)?;
+        loaded.insert(dir.to_owned(), model.clone());
+        Ok(model)
+    }
+
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
     pub fn load(dir: &Path) -> Result<LocalEmbedder, EmbeddingError> {
         let read = |name: &str| {

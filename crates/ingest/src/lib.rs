@@ -6,6 +6,7 @@
 
 pub mod chunk;
 mod html;
+pub mod indexing;
 mod markdown;
 pub mod pipeline;
 pub mod sealed;

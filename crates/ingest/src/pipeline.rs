@@ -3,7 +3,8 @@
 //! the job in the same transaction. Jobs left unfinished by a crash are picked up again at start.
 
 use crate::chunk::{chunk_document, ChunkingConfig};
-use crate::sealed::{ContentError, DocumentUpload, SealedContent};
+use crate::indexing::{embedding_text, Indexer};
+use crate::sealed::{ChunkVectors, ContentError, DocumentUpload, SealedContent};
 use crate::secrets::{self, SecretPolicy};
 use crate::{HtmlParser, IngestError, MarkdownParser, Parser, PlainTextParser};
 use ragvault_core::{DocumentId, JobId, TenantId};
@@ -144,6 +145,7 @@ pub struct PipelineSettings {
 pub struct Pipeline {
     store: Store,
     content: SealedContent,
+    indexer: Indexer,
     tokenizer: Arc<dyn TokenCount>,
     settings: PipelineSettings,
     queue: mpsc::Sender<JobId>,
@@ -154,6 +156,7 @@ impl Pipeline {
     pub fn start(
         store: Store,
         content: SealedContent,
+        indexer: Indexer,
         tokenizer: Arc<dyn TokenCount>,
         settings: PipelineSettings,
     ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
@@ -161,6 +164,7 @@ impl Pipeline {
         let pipeline = Arc::new(Pipeline {
             store,
             content,
+            indexer,
             tokenizer,
             settings: settings.clone(),
             queue: tx,
@@ -372,17 +376,59 @@ impl Pipeline {
                 }
             }
         }
+        let texts: Vec<String> = chunks
+            .iter()
+            .map(|c| embedding_text(&c.heading_path, &c.text))
+            .collect();
+        let vectors = self
+            .indexer
+            .embed(&texts)
+            .await
+            .map_err(JobFailure::from_content)?;
+        let tags: Vec<String> = header
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("tags"))
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default();
         let upload = DocumentUpload {
             document_id: job.document_id,
             name: &header.name,
             metadata: header.metadata.as_ref(),
             content: &bytes,
             chunks: &chunks,
+            vectors: Some(ChunkVectors {
+                model_id: self.indexer.embedder().model_id(),
+                vectors: &vectors,
+            }),
+            tags: &tags,
         };
-        self.content
+        let stored = self
+            .content
             .put_document(tenant, upload, &header.actor, None, Some(job.id))
             .await
             .map_err(JobFailure::from_content)?;
+        // The document is committed; the index follows. Should this fail, the reconciliation at the next
+        // start inserts what is missing (Postgres is the source of truth).
+        if !stored.unchanged {
+            let points = stored
+                .chunks
+                .iter()
+                .map(|(_, point)| *point)
+                .zip(vectors)
+                .map(|(id, vector)| ragvault_search::IndexPoint { id, vector })
+                .collect();
+            if let Err(e) = self.indexer.add_points(tenant, points).await {
+                tracing::error!(job_id = %job.id, error = %e, "document stored but not yet indexed; reconciliation will index it");
+            }
+            if let Err(e) = self
+                .indexer
+                .remove_points(tenant, &stored.replaced_points)
+                .await
+            {
+                tracing::error!(job_id = %job.id, error = %e, "replaced chunks still indexed; reconciliation will drop them");
+            }
+        }
         Ok(chunks.len())
     }
 }
@@ -407,6 +453,10 @@ impl JobFailure {
             ContentError::Credentials(c) if c.is_integrity_failure() => {
                 JobFailure::permanent("integrity_failure", "the queued upload failed to open")
             }
+            ContentError::Embedding(_) => JobFailure::permanent(
+                "embedding_failed",
+                "the embedding model failed on this document",
+            ),
             _ => JobFailure::permanent("internal_error", "the document could not be stored"),
         }
     }

@@ -21,6 +21,10 @@ pub enum ContentError {
     Credentials(#[from] CredentialsError),
     #[error("document has {0} chunks, more than can be stored")]
     TooManyChunks(usize),
+    #[error("vector index: {0}")]
+    Index(#[from] ragvault_search::SearchError),
+    #[error("embedding: {0}")]
+    Embedding(#[from] ragvault_embedding::EmbeddingError),
 }
 
 /// A chunk as produced by the pipeline, before sealing.
@@ -40,6 +44,25 @@ pub struct DocumentUpload<'a> {
     /// The original bytes (only their keyed hash and size are kept).
     pub content: &'a [u8],
     pub chunks: &'a [PlainChunk],
+    /// One embedding per chunk and the model that made them.
+    pub vectors: Option<ChunkVectors<'a>>,
+    pub tags: &'a [String],
+}
+
+/// Embeddings of a document's chunks, in chunk order.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkVectors<'a> {
+    pub model_id: &'a str,
+    pub vectors: &'a [Vec<f32>],
+}
+
+/// A chunk's point and its opened vector, for (re)filling the index.
+#[derive(Clone, Debug)]
+pub struct PointVector {
+    pub chunk_id: ChunkId,
+    pub point_id: PointId,
+    /// `None` when the chunk has no vector from `model`: it must be embedded again.
+    pub vector: Option<Vec<f32>>,
 }
 
 /// What was stored: ids for the index and the job trail.
@@ -49,6 +72,8 @@ pub struct StoredDocument {
     /// Chunks written (empty when the document was unchanged).
     pub chunks: Vec<(ChunkId, PointId)>,
     pub replaced: Option<DocumentId>,
+    /// Index points of the replaced version.
+    pub replaced_points: Vec<PointId>,
     /// The same name and content were already stored: nothing was written, `document_id` is the existing one.
     pub unchanged: bool,
 }
@@ -145,7 +170,20 @@ impl SealedContent {
             metadata,
             content,
             chunks,
+            vectors,
+            tags,
         } = upload;
+        if let Some(v) = vectors {
+            if v.vectors.len() != chunks.len() {
+                return Err(ContentError::Embedding(
+                    ragvault_embedding::EmbeddingError::Model(format!(
+                        "{} vectors for {} chunks",
+                        v.vectors.len(),
+                        chunks.len()
+                    )),
+                ));
+            }
+        }
         let key = self.active_key(tenant, DataKeyPurpose::Content).await?;
         let index = self.index_key(tenant).await?;
         let document_context = |purpose| SealContext {
@@ -180,6 +218,19 @@ impl SealedContent {
                 let heading = json!(chunk.heading_path).to_string();
                 Some(key.seal(&context(SealPurpose::HeadingPath), heading.as_bytes())?)
             };
+            let vector_sealed = match vectors {
+                Some(v) => Some(key.seal(
+                    &context(SealPurpose::ChunkVector),
+                    &vector_bytes(&v.vectors[ordinal as usize]),
+                )?),
+                None => None,
+            };
+            // Keyword postings over the text and its heading path, each term under the index key.
+            let (frequencies, term_count) = ragvault_search::keyword::term_frequencies(&format!(
+                "{}\n{}",
+                chunk.heading_path.join("\n"),
+                chunk.text
+            ));
             sealed_chunks.push(NewChunk {
                 id,
                 ordinal: i32::try_from(ordinal)
@@ -188,6 +239,13 @@ impl SealedContent {
                 text_sealed: key.seal(&context(SealPurpose::ChunkText), chunk.text.as_bytes())?,
                 heading_sealed,
                 token_count: i32::try_from(chunk.token_count).unwrap_or(i32::MAX),
+                vector_sealed,
+                embedding_model: vectors.map(|v| v.model_id.to_owned()),
+                term_count,
+                postings: frequencies
+                    .iter()
+                    .map(|(term, n)| (index.term_hash(term).to_vec(), *n))
+                    .collect(),
             });
         }
         let document = NewDocument {
@@ -213,6 +271,7 @@ impl SealedContent {
             )?,
             metadata_sealed,
             size_bytes: i64::try_from(content.len()).unwrap_or(i64::MAX),
+            tag_hashes: tags.iter().map(|t| tag_hash(&index, t)).collect(),
         };
         let audit = AuditEntry::new(actor, "document.stored")
             .tenant(tenant)
@@ -224,16 +283,21 @@ impl SealedContent {
             .put_document(&document, &sealed_chunks, &audit, finishes_job)
             .await?;
         Ok(match outcome {
-            ragvault_store::PutOutcome::Stored { replaced } => StoredDocument {
+            ragvault_store::PutOutcome::Stored {
+                replaced,
+                replaced_points,
+            } => StoredDocument {
                 document_id,
                 chunks: sealed_chunks.iter().map(|c| (c.id, c.point_id)).collect(),
                 replaced,
+                replaced_points,
                 unchanged: false,
             },
             ragvault_store::PutOutcome::Unchanged { existing } => StoredDocument {
                 document_id: existing,
                 chunks: Vec::new(),
                 replaced: None,
+                replaced_points: Vec::new(),
                 unchanged: true,
             },
         })
@@ -296,6 +360,78 @@ impl SealedContent {
         if let Err(e) = self.store.append_audit(&entry).await {
             tracing::error!(error = %e, "could not audit an integrity failure");
         }
+    }
+
+    /// The vectors behind index points, opened, for refilling the index. A chunk whose vector is missing or
+    /// from another model comes back with `vector: None`.
+    pub async fn point_vectors(
+        &self,
+        tenant: TenantId,
+        points: &[PointId],
+        model: &str,
+    ) -> Result<Vec<PointVector>, ContentError> {
+        let records = self.store.chunks_by_points(tenant, points).await?;
+        let mut out = Vec::with_capacity(records.len());
+        for record in &records {
+            let vector = match (&record.vector_sealed, record.embedding_model.as_deref()) {
+                (Some(sealed), Some(m)) if m == model => {
+                    let key = self.key_by_id(tenant, record.data_key_id).await?;
+                    let context = SealContext {
+                        purpose: SealPurpose::ChunkVector,
+                        tenant,
+                        document: record.document_id,
+                        chunk: Some(record.id),
+                        ordinal: u32::try_from(record.ordinal).unwrap_or(u32::MAX),
+                    };
+                    match key.open(&context, sealed) {
+                        Ok(bytes) => Some(vector_from_bytes(&bytes)),
+                        Err(e) => {
+                            self.audit_integrity_failure(tenant, record.id, &e).await;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                _ => None,
+            };
+            out.push(PointVector {
+                chunk_id: record.id,
+                point_id: record.point_id,
+                vector,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Seals re-made embeddings of stored chunks (after a model switch or for chunks stored without one).
+    pub async fn store_vectors(
+        &self,
+        tenant: TenantId,
+        model: &str,
+        vectors: &[(PointId, Vec<f32>)],
+    ) -> Result<u64, ContentError> {
+        let points: Vec<PointId> = vectors.iter().map(|(p, _)| *p).collect();
+        let records = self.store.chunks_by_points(tenant, &points).await?;
+        let mut sealed = Vec::with_capacity(records.len());
+        for (point, vector) in vectors {
+            let Some(record) = records.iter().find(|r| r.point_id == *point) else {
+                continue;
+            };
+            let key = self.key_by_id(tenant, record.data_key_id).await?;
+            let context = SealContext {
+                purpose: SealPurpose::ChunkVector,
+                tenant,
+                document: record.document_id,
+                chunk: Some(record.id),
+                ordinal: u32::try_from(record.ordinal).unwrap_or(u32::MAX),
+            };
+            sealed.push(ragvault_store::ChunkVector {
+                chunk_id: record.id,
+                data_key_id: record.data_key_id,
+                vector_sealed: key.seal(&context, &vector_bytes(vector))?,
+                embedding_model: model.to_owned(),
+            });
+        }
+        Ok(self.store.store_chunk_vectors(tenant, &sealed).await?)
     }
 
     /// Opens the chunks behind index points, in the order of `points` (unknown points are skipped).
@@ -430,6 +566,14 @@ impl SealedContent {
                     let heading = json!(opened.heading_path).to_string();
                     Some(current.seal(&context(SealPurpose::HeadingPath), heading.as_bytes())?)
                 };
+                let vector_sealed = match &record.vector_sealed {
+                    Some(sealed) => {
+                        let old = self.key_by_id(tenant, record.data_key_id).await?;
+                        let plain = old.open(&context(SealPurpose::ChunkVector), sealed)?;
+                        Some(current.seal(&context(SealPurpose::ChunkVector), &plain)?)
+                    }
+                    None => None,
+                };
                 resealed.push((
                     record.data_key_id,
                     ResealedChunk {
@@ -438,6 +582,7 @@ impl SealedContent {
                         text_sealed: current
                             .seal(&context(SealPurpose::ChunkText), opened.text.as_bytes())?,
                         heading_sealed,
+                        vector_sealed,
                     },
                 ));
             }
@@ -446,4 +591,22 @@ impl SealedContent {
         }
         self.reencryption_progress(tenant).await
     }
+}
+
+/// The keyed hash a tag is stored and filtered by.
+pub fn tag_hash(index: &IndexKey, tag: &str) -> Vec<u8> {
+    index
+        .term_hash(&format!("tag\0{}", tag.trim().to_lowercase()))
+        .to_vec()
+}
+
+fn vector_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn vector_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }

@@ -811,11 +811,20 @@ impl VectorIndex for EmbeddedIndex {
                 Some(index) => Some(index.writer.lock().map_err(|_| lock_poisoned())?),
                 None => None,
             };
-            match std::fs::remove_dir_all(inner.settings.dir.join(&name)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.into()),
+            // The partition and any copies of it set aside as damaged or mid-restore.
+            let entries = match std::fs::read_dir(&inner.settings.dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let prefix = format!("{name}.");
+            for entry in entries.flatten() {
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if file_name == name || file_name.starts_with(&prefix) {
+                    std::fs::remove_dir_all(entry.path())?;
+                }
             }
+            Ok(())
         })
         .await
     }
@@ -857,6 +866,23 @@ impl VectorIndex for EmbeddedIndex {
             std::fs::rename(&staging, &target)?;
             let index = PartitionIndex::open(target, &spec, &inner.settings)?;
             partitions.insert(spec.name.clone(), Arc::new(index));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn partitions(&self) -> Result<Vec<String>, SearchError> {
+        let index = self.clone();
+        blocking(move || index.partitions_on_disk()).await
+    }
+
+    async fn check(&self) -> Result<(), SearchError> {
+        let dir = self.inner.settings.dir.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let probe = dir.join(".ready-probe");
+            std::fs::write(&probe, b"ok")?;
+            std::fs::remove_file(&probe)?;
             Ok(())
         })
         .await

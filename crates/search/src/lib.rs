@@ -14,6 +14,7 @@ use std::path::Path;
 
 mod distance;
 mod embedded;
+pub mod keyword;
 mod wal;
 
 pub use distance::DistUnitCosine;
@@ -96,6 +97,10 @@ pub trait VectorIndex: Send + Sync {
     async fn restore(&self, partition: &Partition, dir: &Path) -> Result<(), SearchError>;
     /// Makes pending writes durable in the backend's own format (the embedded index dumps its graph).
     async fn flush(&self) -> Result<(), SearchError>;
+    /// Names of every partition the backend holds (to find partitions of deleted tenants).
+    async fn partitions(&self) -> Result<Vec<String>, SearchError>;
+    /// Whether the backend can serve and store (for `/readyz`).
+    async fn check(&self) -> Result<(), SearchError>;
 }
 
 /// Merges ranked lists by reciprocal rank fusion: each list contributes `weight / (k + rank)` per item.

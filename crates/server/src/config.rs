@@ -25,6 +25,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub ingest: IngestSettings,
     pub embedding: EmbeddingSettings,
+    pub index: IndexSettings,
+    pub search: SearchSettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
 }
@@ -38,6 +40,50 @@ pub struct IngestSettings {
     pub chunk_target_tokens: usize,
     pub chunk_max_tokens: usize,
     pub chunk_overlap_tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexBackend {
+    /// hnsw_rs graphs on local disk (one per tenant partition).
+    Embedded,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSettings {
+    pub backend: IndexBackend,
+    /// Embedded index files; defaults to `<data_dir>/index`.
+    pub dir: Option<PathBuf>,
+    pub max_connections: usize,
+    pub ef_construction: usize,
+    /// Default search breadth (raised to at least k per query).
+    pub ef_search: usize,
+    /// Graphs with changes are dumped this often (and at shutdown); the WAL covers the time between.
+    pub dump_interval_secs: u64,
+    pub rebuild_tombstone_ratio: f64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    pub mode: SearchMode,
+    pub default_top_k: usize,
+    pub max_top_k: usize,
+    /// Reciprocal rank fusion: each list adds `weight / (rrf_k + rank)`.
+    pub rrf_k: f32,
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
+    /// Candidates each list contributes to fusion, as a multiple of top_k.
+    pub candidate_factor: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -287,6 +333,36 @@ impl Settings {
             problems
                 .push("ingest.chunk_*_tokens: need 0 <= overlap < target <= max <= 512".to_owned());
         }
+        let index = &self.index;
+        if !(2..=256).contains(&index.max_connections) {
+            problems.push("index.max_connections: must be between 2 and 256".to_owned());
+        }
+        if index.ef_construction == 0 || index.ef_search == 0 {
+            problems
+                .push("index.ef_construction and index.ef_search: must be at least 1".to_owned());
+        }
+        if index.dump_interval_secs == 0 {
+            problems.push("index.dump_interval_secs: must be at least 1".to_owned());
+        }
+        if !(0.0..=1.0).contains(&index.rebuild_tombstone_ratio) {
+            problems.push("index.rebuild_tombstone_ratio: must be between 0 and 1".to_owned());
+        }
+        let search = &self.search;
+        if search.default_top_k == 0
+            || search.default_top_k > search.max_top_k
+            || search.max_top_k > 200
+        {
+            problems.push(
+                "search.default_top_k and search.max_top_k: need 1 <= default <= max <= 200"
+                    .to_owned(),
+            );
+        }
+        if search.rrf_k <= 0.0 || search.vector_weight < 0.0 || search.keyword_weight < 0.0 {
+            problems.push("search.rrf_k must be positive and the weights not negative".to_owned());
+        }
+        if search.candidate_factor == 0 {
+            problems.push("search.candidate_factor: must be at least 1".to_owned());
+        }
         let creds = &self.credentials;
         if creds.lease_soft_ttl_secs == 0 {
             problems.push("credentials.lease_soft_ttl_secs: must be at least 1".to_owned());
@@ -319,6 +395,13 @@ impl Settings {
             }
         }
         problems
+    }
+
+    pub fn index_dir(&self) -> PathBuf {
+        self.index
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("index"))
     }
 
     pub fn master_key_file(&self) -> PathBuf {

@@ -8,6 +8,7 @@ mod db_login;
 mod error;
 mod extract;
 mod middleware;
+mod retrieval;
 mod routes;
 mod state;
 pub mod telemetry;
@@ -39,6 +40,8 @@ pub enum ServerError {
     Gateway(#[from] ragvault_gateway::GatewayError),
     #[error("embedding model: {0} (run scripts/fetch-model.sh, or set embedding.model_dir)")]
     Model(#[from] ragvault_embedding::EmbeddingError),
+    #[error("vector index: {0}")]
+    Index(#[from] ragvault_search::SearchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -203,9 +206,20 @@ impl Application {
         let tokenizer = Arc::new(ragvault_embedding::ModelTokenizer::from_file(
             &settings.embedding.model_dir.join("tokenizer.json"),
         )?);
+        let embedder: Arc<dyn ragvault_embedding::Embedder> = Arc::new(
+            ragvault_embedding::LocalEmbedder::shared(&settings.embedding.model_dir)?,
+        );
+        let index = open_index(&settings)?;
+        let indexer = ragvault_ingest::indexing::Indexer::new(
+            content.clone(),
+            store.clone(),
+            index.clone(),
+            embedder,
+        );
         let (pipeline, ingest_workers) = ragvault_ingest::pipeline::Pipeline::start(
             store.clone(),
             content.clone(),
+            indexer.clone(),
             tokenizer,
             ragvault_ingest::pipeline::PipelineSettings {
                 workers: settings.ingest.workers,
@@ -244,6 +258,16 @@ impl Application {
                 Err(e) => tracing::warn!(error = %e, "could not resume unfinished ingest jobs"),
             }
         }));
+        // Bring every tenant's index partition in line with Postgres (after a crash, a restore or a
+        // model switch), then keep dumping changed graphs.
+        background.push(tokio::spawn(reconcile_index(
+            store.clone(),
+            indexer.clone(),
+        )));
+        background.push(tokio::spawn(dump_index_periodically(
+            index.clone(),
+            std::time::Duration::from_secs(settings.index.dump_interval_secs),
+        )));
         // Resume any re-encryption a previous process did not finish.
         background.push(tokio::spawn(resume_reencryption(
             store.clone(),
@@ -266,7 +290,16 @@ impl Application {
                     addr: settings.listen,
                     source,
                 })?;
+        let retriever = retrieval::Retriever {
+            store: store.clone(),
+            content: content.clone(),
+            indexer: indexer.clone(),
+            settings: settings.search.clone(),
+            ef_search: settings.index.ef_search,
+        };
         let state = AppState {
+            indexer,
+            retriever,
             settings: Arc::new(settings),
             store,
             key_source,
@@ -327,6 +360,10 @@ impl Application {
             }
         };
         drop(self.background);
+        // Write out changed graphs so the next start needs no WAL replay.
+        if let Err(e) = self.state.indexer.index().flush().await {
+            tracing::error!(error = %e, "could not write the index at shutdown; the WAL has every change");
+        }
         self.state.store.close().await;
         tracing::info!("stopped");
         result
@@ -338,6 +375,94 @@ fn finish(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ServerError::Serve(e)),
         Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// Opens the vector index the configuration names.
+fn open_index(settings: &Settings) -> Result<Arc<dyn ragvault_search::VectorIndex>, ServerError> {
+    match settings.index.backend {
+        config::IndexBackend::Embedded => {
+            let mut embedded = ragvault_search::EmbeddedSettings::new(settings.index_dir());
+            embedded.max_connections = settings.index.max_connections;
+            embedded.ef_construction = settings.index.ef_construction;
+            embedded.rebuild_tombstone_ratio = settings.index.rebuild_tombstone_ratio;
+            std::fs::create_dir_all(&embedded.dir).map_err(ragvault_search::SearchError::Io)?;
+            Ok(Arc::new(ragvault_search::EmbeddedIndex::new(embedded)))
+        }
+    }
+}
+
+/// Reconciles every tenant's partition with Postgres and removes partitions no tenant owns (a tenant
+/// deleted while its partition could not be dropped).
+async fn reconcile_index(store: Store, indexer: ragvault_ingest::indexing::Indexer) {
+    // Partitions are listed before tenants: a partition on this list whose tenant exists was created after
+    // its tenant, so the tenant is on the later list too, and only true orphans are removed.
+    let on_disk = indexer.index().partitions().await;
+    let tenants = match store.list_tenants().await {
+        Ok(tenants) => tenants,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list tenants to reconcile the index");
+            return;
+        }
+    };
+    let mut owned = std::collections::HashSet::new();
+    for tenant in &tenants {
+        match indexer.partition(tenant.id).await {
+            Ok(partition) => {
+                owned.insert(partition.name);
+            }
+            Err(e) => {
+                // Without every tenant's partition name, no partition can safely be called orphaned.
+                tracing::warn!(tenant = %tenant.id, error = %e, "could not derive the index partition; skipping orphan removal");
+                owned.clear();
+                break;
+            }
+        }
+    }
+    for tenant in tenants {
+        match indexer.reconcile(tenant.id).await {
+            Ok(report) if report.inserted + report.removed > 0 => tracing::info!(
+                tenant = %tenant.id,
+                inserted = report.inserted,
+                removed = report.removed,
+                reembedded = report.reembedded,
+                "index reconciled with Postgres"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, error = %e, "index reconciliation failed; retried at next start")
+            }
+        }
+    }
+    if owned.is_empty() {
+        return;
+    }
+    match on_disk {
+        Ok(partitions) => {
+            for name in partitions.into_iter().filter(|p| !owned.contains(p)) {
+                match indexer.index().drop_partition(&name).await {
+                    Ok(()) => {
+                        tracing::info!(partition = %name, "removed an index partition no tenant owns")
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = %name, error = %e, "could not remove an orphaned index partition")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not list index partitions"),
+    }
+}
+
+async fn dump_index_periodically(
+    index: Arc<dyn ragvault_search::VectorIndex>,
+    every: std::time::Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = index.flush().await {
+            tracing::error!(error = %e, "index dump failed; changes stay in the write-ahead record");
+        }
     }
 }
 

@@ -15,6 +15,9 @@ pub struct AppState {
     /// Sealed document storage (the only path for document text).
     pub content: ragvault_ingest::sealed::SealedContent,
     pub pipeline: Arc<ragvault_ingest::pipeline::Pipeline>,
+    /// Embeds, indexes and reconciles (the vector index behind it).
+    pub indexer: ragvault_ingest::indexing::Indexer,
+    pub retriever: crate::retrieval::Retriever,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

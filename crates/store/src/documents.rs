@@ -18,18 +18,20 @@ pub struct NewDocument {
     pub name_sealed: Vec<u8>,
     pub metadata_sealed: Option<Vec<u8>>,
     pub size_bytes: i64,
+    /// Keyed hashes of the document's tags.
+    pub tag_hashes: Vec<Vec<u8>>,
 }
 
 /// What storing a document did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutOutcome {
     Stored {
         replaced: Option<DocumentId>,
+        /// Index points of the replaced version, to remove from the index.
+        replaced_points: Vec<PointId>,
     },
     /// The same name with the same content (keyed hash) is already stored; nothing was written.
-    Unchanged {
-        existing: DocumentId,
-    },
+    Unchanged { existing: DocumentId },
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +42,11 @@ pub struct NewChunk {
     pub text_sealed: Vec<u8>,
     pub heading_sealed: Option<Vec<u8>>,
     pub token_count: i32,
+    pub vector_sealed: Option<Vec<u8>>,
+    pub embedding_model: Option<String>,
+    /// Keyword terms in the chunk (BM25 length) and its postings: (keyed term hash, frequency).
+    pub term_count: i32,
+    pub postings: Vec<(Vec<u8>, i32)>,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +71,8 @@ pub struct ChunkRecord {
     pub text_sealed: Vec<u8>,
     pub heading_sealed: Option<Vec<u8>>,
     pub token_count: i32,
+    pub vector_sealed: Option<Vec<u8>>,
+    pub embedding_model: Option<String>,
 }
 
 /// A chunk after re-encryption under another data key.
@@ -73,14 +82,16 @@ pub struct ResealedChunk {
     pub data_key_id: Uuid,
     pub text_sealed: Vec<u8>,
     pub heading_sealed: Option<Vec<u8>>,
+    pub vector_sealed: Option<Vec<u8>>,
 }
 
-const DOCUMENT_COLUMNS: &str =
+pub(crate) const DOCUMENT_COLUMNS: &str =
     "id, tenant_id, data_key_id, name_sealed, metadata_sealed, size_bytes, chunk_count, created_at";
 const CHUNK_COLUMNS: &str =
-    "id, document_id, ordinal, point_id, data_key_id, text_sealed, heading_sealed, token_count";
+    "id, document_id, ordinal, point_id, data_key_id, text_sealed, heading_sealed, token_count, vector_sealed,
+     embedding_model";
 
-fn document_from_row(row: &PgRow) -> Result<DocumentRecord, StoreError> {
+pub(crate) fn document_from_row(row: &PgRow) -> Result<DocumentRecord, StoreError> {
     Ok(DocumentRecord {
         id: DocumentId(row.try_get("id")?),
         tenant_id: TenantId(row.try_get("tenant_id")?),
@@ -103,7 +114,87 @@ fn chunk_from_row(row: &PgRow) -> Result<ChunkRecord, StoreError> {
         text_sealed: row.try_get("text_sealed")?,
         heading_sealed: row.try_get("heading_sealed")?,
         token_count: row.try_get("token_count")?,
+        vector_sealed: row.try_get("vector_sealed")?,
+        embedding_model: row.try_get("embedding_model")?,
     })
+}
+
+/// Inserts chunks, their keyword postings and the document's tags with one statement each (UNNEST), not a
+/// round trip per row.
+async fn insert_chunks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    document: &NewDocument,
+    chunks: &[NewChunk],
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = chunks.iter().map(|c| c.id.0).collect();
+    let ordinals: Vec<i32> = chunks.iter().map(|c| c.ordinal).collect();
+    let points: Vec<i64> = chunks.iter().map(|c| c.point_id.0 as i64).collect();
+    let texts: Vec<&[u8]> = chunks.iter().map(|c| c.text_sealed.as_slice()).collect();
+    let headings: Vec<Option<&[u8]>> = chunks.iter().map(|c| c.heading_sealed.as_deref()).collect();
+    let tokens: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
+    let vectors: Vec<Option<&[u8]>> = chunks.iter().map(|c| c.vector_sealed.as_deref()).collect();
+    let models: Vec<Option<&str>> = chunks
+        .iter()
+        .map(|c| c.embedding_model.as_deref())
+        .collect();
+    let term_counts: Vec<i32> = chunks.iter().map(|c| c.term_count).collect();
+    sqlx::query(
+        "INSERT INTO chunks (id, tenant_id, document_id, data_key_id, ordinal, point_id, text_sealed,
+                             heading_sealed, token_count, vector_sealed, embedding_model, term_count)
+         SELECT u.id, $1, $2, $3, u.ordinal, u.point_id, u.text_sealed, u.heading_sealed, u.token_count,
+                u.vector_sealed, u.embedding_model, u.term_count
+         FROM UNNEST($4::uuid[], $5::int[], $6::bigint[], $7::bytea[], $8::bytea[], $9::int[], $10::bytea[],
+                     $11::text[], $12::int[])
+              AS u(id, ordinal, point_id, text_sealed, heading_sealed, token_count, vector_sealed,
+                   embedding_model, term_count)",
+    )
+    .bind(document.tenant_id.0)
+    .bind(document.id.0)
+    .bind(document.data_key_id)
+    .bind(&ids)
+    .bind(&ordinals)
+    .bind(&points)
+    .bind(&texts)
+    .bind(&headings)
+    .bind(&tokens)
+    .bind(&vectors)
+    .bind(&models)
+    .bind(&term_counts)
+    .execute(&mut **tx)
+    .await?;
+    let (mut chunk_ids, mut hashes, mut frequencies) = (Vec::new(), Vec::new(), Vec::new());
+    for chunk in chunks {
+        for (hash, frequency) in &chunk.postings {
+            chunk_ids.push(chunk.id.0);
+            hashes.push(hash.as_slice());
+            frequencies.push(*frequency);
+        }
+    }
+    if !chunk_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO keyword_postings (tenant_id, chunk_id, term_hash, term_frequency)
+             SELECT $1, u.chunk_id, u.term_hash, u.term_frequency
+             FROM UNNEST($2::uuid[], $3::bytea[], $4::int[]) AS u(chunk_id, term_hash, term_frequency)",
+        )
+        .bind(document.tenant_id.0)
+        .bind(&chunk_ids)
+        .bind(&hashes)
+        .bind(&frequencies)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !document.tag_hashes.is_empty() {
+        sqlx::query(
+            "INSERT INTO document_tags (tenant_id, document_id, tag_hash)
+             SELECT $1, $2, t FROM UNNEST($3::bytea[]) AS t ON CONFLICT DO NOTHING",
+        )
+        .bind(document.tenant_id.0)
+        .bind(document.id.0)
+        .bind(&document.tag_hashes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -126,7 +217,10 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if finished.as_deref() == Some("done") {
-                return Ok(PutOutcome::Stored { replaced: None });
+                return Ok(PutOutcome::Stored {
+                    replaced: None,
+                    replaced_points: Vec::new(),
+                });
             }
         }
         // Re-upload of identical content (by keyed hash) under the same name: keep what is stored.
@@ -165,11 +259,14 @@ impl Store {
         .bind(&document.name_hash)
         .fetch_optional(&mut *tx)
         .await?;
+        let mut replaced_points = Vec::new();
         if let Some(old) = replaced {
-            sqlx::query("DELETE FROM chunks WHERE document_id = $1")
-                .bind(old)
-                .execute(&mut *tx)
-                .await?;
+            let points: Vec<i64> =
+                sqlx::query_scalar("DELETE FROM chunks WHERE document_id = $1 RETURNING point_id")
+                    .bind(old)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            replaced_points = points.into_iter().map(|p| PointId(p as u64)).collect();
         }
         sqlx::query(
             "INSERT INTO documents (id, tenant_id, name_hash, content_hash, data_key_id, name_sealed,
@@ -187,24 +284,7 @@ impl Store {
         .bind(i32::try_from(chunks.len()).unwrap_or(i32::MAX))
         .execute(&mut *tx)
         .await?;
-        for chunk in chunks {
-            sqlx::query(
-                "INSERT INTO chunks (id, tenant_id, document_id, ordinal, point_id, data_key_id, text_sealed,
-                                     heading_sealed, token_count)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(chunk.id.0)
-            .bind(document.tenant_id.0)
-            .bind(document.id.0)
-            .bind(chunk.ordinal)
-            .bind(chunk.point_id.0 as i64)
-            .bind(document.data_key_id)
-            .bind(&chunk.text_sealed)
-            .bind(&chunk.heading_sealed)
-            .bind(chunk.token_count)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_chunks(&mut tx, document, chunks).await?;
         audit::insert(&mut tx, audit_entry).await?;
         if let Some(job) = finishes_job {
             // The job is done in the same transaction that stores its document: no orphan chunks, no
@@ -222,6 +302,7 @@ impl Store {
         tx.commit().await?;
         Ok(PutOutcome::Stored {
             replaced: replaced.map(DocumentId),
+            replaced_points,
         })
     }
 
@@ -334,7 +415,7 @@ impl Store {
         let mut written = 0;
         for (old_key, chunk) in resealed {
             written += sqlx::query(
-                "UPDATE chunks SET data_key_id = $4, text_sealed = $5, heading_sealed = $6
+                "UPDATE chunks SET data_key_id = $4, text_sealed = $5, heading_sealed = $6, vector_sealed = $7
                  WHERE tenant_id = $1 AND id = $2 AND data_key_id = $3",
             )
             .bind(tenant.0)
@@ -343,6 +424,7 @@ impl Store {
             .bind(chunk.data_key_id)
             .bind(&chunk.text_sealed)
             .bind(&chunk.heading_sealed)
+            .bind(&chunk.vector_sealed)
             .execute(&mut *tx)
             .await?
             .rows_affected();

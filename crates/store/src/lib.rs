@@ -10,6 +10,7 @@ mod documents;
 mod error;
 mod jobs;
 mod keys;
+mod retrieval;
 mod tenants;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -25,6 +26,7 @@ pub use documents::{
 pub use error::StoreError;
 pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
+pub use retrieval::ChunkVector;
 pub use tenants::{NewTenant, TenantRecord};
 
 /// Connection settings for the pool.

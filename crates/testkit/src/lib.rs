@@ -31,6 +31,8 @@ pub struct TestApp {
     pub store: Store,
     pub key_source: std::sync::Arc<ragvault_credentials::KeySource>,
     pub settings: Settings,
+    /// The running service's state (indexer, content, pipeline) for tests that reach behind the API.
+    pub state: ragvault_server::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ServerError>>>,
     // Field order matters: the server stops before the database is dropped and the directory removed.
@@ -81,6 +83,7 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
     let address = app.local_addr();
     let store = app.state().store.clone();
     let key_source = app.state().key_source.clone();
+    let state = app.state().clone();
     let operator = app
         .state()
         .access
@@ -104,6 +107,7 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
         store,
         key_source,
         settings,
+        state,
         shutdown: Some(shutdown_tx),
         server: Some(server),
         database,

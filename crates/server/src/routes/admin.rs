@@ -213,10 +213,18 @@ pub async fn delete_tenant(
 ) -> Result<Json<Value>, ApiError> {
     operator(&caller)?;
     let tenant_id = TenantId(tenant_id);
+    // The partition name comes from the tenant's index key, which dies with the KEK: derive it first.
+    let partition = state.indexer.partition(tenant_id).await.ok();
     state
         .access
         .delete_tenant(tenant_id, &caller.context())
         .await?;
+    if let Some(partition) = partition {
+        if let Err(e) = state.indexer.index().drop_partition(&partition.name).await {
+            // Left over, it is removed at the next start (no tenant owns it any more).
+            tracing::error!(%tenant_id, error = %e, "could not drop the deleted tenant's index partition");
+        }
+    }
     Ok(Json(
         json!({ "id": tenant_id, "deleted": true, "kek_destroyed": true }),
     ))
@@ -271,5 +279,26 @@ pub(crate) fn content_error(err: ragvault_ingest::sealed::ContentError) -> ApiEr
             "too_many_chunks",
             err.to_string(),
         ),
+        ContentError::Index(ragvault_search::SearchError::ModelMismatch { .. }) => ApiError::new(
+            StatusCode::CONFLICT,
+            "index_model_mismatch",
+            err.to_string(),
+        ),
+        ContentError::Index(e) => {
+            tracing::error!(error = %e, "vector index failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "index_unavailable",
+                "the vector index is unavailable",
+            )
+        }
+        ContentError::Embedding(e) => {
+            tracing::error!(error = %e, "embedding model failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "embedding_unavailable",
+                "the embedding model failed",
+            )
+        }
     }
 }

@@ -289,6 +289,11 @@ pub async fn delete(
         .store
         .delete_document(tenant, DocumentId(id), &audit)
         .await?;
+    // Committed in Postgres first: a failure here leaves points without chunks, which retrieval skips and
+    // the next reconciliation drops.
+    if let Err(e) = state.indexer.remove_points(tenant, &points).await {
+        tracing::error!(document = %id, error = %e, "document deleted but its index points remain until reconciliation");
+    }
     Ok(Json(
         json!({ "id": id, "deleted": true, "chunks": points.len() }),
     ))

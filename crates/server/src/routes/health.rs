@@ -31,12 +31,18 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             ),
             Err(_) => ("degraded", Ok(())),
         };
+    let index = match tokio::time::timeout(CHECK_TIMEOUT, state.indexer.index().check()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("index: {}", short(&e.to_string()))),
+        Err(_) => Err("index: no answer within 2s".to_owned()),
+    };
     let checks = json!({
         "postgres": if postgres.is_ok() { "ok" } else { "failing" },
         "key_source": key_source_state,
         "key_source_kind": state.key_source.name(),
+        "index": if index.is_ok() { "ok" } else { "failing" },
     });
-    let failures: Vec<String> = [postgres.err(), key_source.err()]
+    let failures: Vec<String> = [postgres.err(), key_source.err(), index.err()]
         .into_iter()
         .flatten()
         .collect();

@@ -4,6 +4,7 @@ mod documents;
 mod health;
 mod keys;
 mod metrics;
+mod search;
 mod tenant;
 
 pub use credentials::credential_error;
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
             get(documents::show).delete(documents::delete),
         )
         .route("/v1/jobs/{job_id}", get(documents::job))
+        .route("/v1/search", post(search::search))
         .route("/v1/ask", post(tenant::ask))
         .route("/v1/widget-tokens", post(tenant::mint_widget_token))
         .route(

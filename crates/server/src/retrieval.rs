@@ -1,0 +1,175 @@
+//! Retrieval: a query becomes the tenant's best chunks, opened. Vector search (the query embedded by the
+//! same model that built the partition) and the blind keyword index (BM25 over keyed term hashes) each bring
+//! candidates; hybrid mode fuses them by reciprocal rank. Filters resolve to an allow-list of points that
+//! both searches enforce inside the search, not after it.
+
+use crate::config::{SearchMode, SearchSettings};
+use ragvault_core::{DocumentId, PointId, TenantId};
+use ragvault_ingest::indexing::Indexer;
+use ragvault_ingest::sealed::{tag_hash, ContentError, SealedContent};
+use ragvault_search::{keyword, reciprocal_rank_fusion, VectorQuery};
+use ragvault_store::Store;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// Characters of chunk text in a snippet.
+const SNIPPET_CHARS: usize = 280;
+
+#[derive(Clone, Debug)]
+pub struct RetrievalQuery {
+    pub text: String,
+    pub top_k: usize,
+    pub mode: SearchMode,
+    pub documents: Option<Vec<DocumentId>>,
+    pub tags: Vec<String>,
+}
+
+/// A retrieved chunk, opened.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetrievedChunk {
+    pub document_id: DocumentId,
+    pub name: String,
+    /// The chunk's ordinal within its document.
+    pub chunk: u32,
+    pub heading_path: Vec<String>,
+    pub score: f32,
+    pub snippet: String,
+    #[serde(skip)]
+    pub text: String,
+}
+
+#[derive(Clone)]
+pub struct Retriever {
+    pub store: Store,
+    pub content: SealedContent,
+    pub indexer: Indexer,
+    pub settings: SearchSettings,
+    pub ef_search: usize,
+}
+
+impl Retriever {
+    pub async fn retrieve(
+        &self,
+        tenant: TenantId,
+        query: &RetrievalQuery,
+    ) -> Result<Vec<RetrievedChunk>, ContentError> {
+        let index_key = self.content.index_key(tenant).await?;
+        let allow: Option<HashSet<PointId>> = if query.documents.is_some() || !query.tags.is_empty()
+        {
+            let tags: Vec<Vec<u8>> = query.tags.iter().map(|t| tag_hash(&index_key, t)).collect();
+            let points = self
+                .store
+                .filtered_points(tenant, query.documents.as_deref(), &tags)
+                .await?;
+            if points.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(points.into_iter().collect())
+        } else {
+            None
+        };
+        let candidates = query.top_k * self.settings.candidate_factor;
+        let vector_hits: Vec<(PointId, f32)> = if query.mode == SearchMode::Keyword {
+            Vec::new()
+        } else {
+            let vector = self
+                .indexer
+                .embed(std::slice::from_ref(&query.text))
+                .await?
+                .pop()
+                .unwrap_or_default();
+            let partition = self.indexer.partition(tenant).await?;
+            self.indexer
+                .index()
+                .search(
+                    &partition,
+                    &VectorQuery {
+                        vector,
+                        k: candidates,
+                        ef: self.ef_search,
+                        allow: allow.clone(),
+                    },
+                )
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.score))
+                .collect()
+        };
+        let keyword_hits: Vec<(PointId, f32)> = if query.mode == SearchMode::Vector {
+            Vec::new()
+        } else {
+            let hashes: Vec<Vec<u8>> = keyword::query_terms(&query.text)
+                .iter()
+                .map(|t| index_key.term_hash(t).to_vec())
+                .collect();
+            let allow_list: Option<Vec<PointId>> =
+                allow.as_ref().map(|a| a.iter().copied().collect());
+            self.store
+                .keyword_search(
+                    tenant,
+                    &hashes,
+                    i64::try_from(candidates).unwrap_or(i64::MAX),
+                    allow_list.as_deref(),
+                )
+                .await?
+                .into_iter()
+                .map(|(id, score)| (id, score as f32))
+                .collect()
+        };
+        let ranked: Vec<(PointId, f32)> = match query.mode {
+            SearchMode::Vector => vector_hits,
+            SearchMode::Keyword => keyword_hits,
+            SearchMode::Hybrid => {
+                let vector_ids: Vec<PointId> = vector_hits.iter().map(|(id, _)| *id).collect();
+                let keyword_ids: Vec<PointId> = keyword_hits.iter().map(|(id, _)| *id).collect();
+                reciprocal_rank_fusion(
+                    &[
+                        (&vector_ids, self.settings.vector_weight),
+                        (&keyword_ids, self.settings.keyword_weight),
+                    ],
+                    self.settings.rrf_k,
+                )
+            }
+        };
+        let top: Vec<(PointId, f32)> = ranked.into_iter().take(query.top_k).collect();
+        let ids: Vec<PointId> = top.iter().map(|(id, _)| *id).collect();
+        let scores: HashMap<PointId, f32> = top.into_iter().collect();
+        // Points whose chunk went away since the index saw them are skipped here.
+        let chunks = self.content.open_points(tenant, &ids).await?;
+        let mut names: HashMap<DocumentId, String> = HashMap::new();
+        let mut out = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let name = match names.get(&chunk.document_id) {
+                Some(name) => name.clone(),
+                None => {
+                    let summary = self
+                        .content
+                        .document_summary(tenant, chunk.document_id)
+                        .await?;
+                    names.insert(chunk.document_id, summary.name.clone());
+                    summary.name
+                }
+            };
+            out.push(RetrievedChunk {
+                document_id: chunk.document_id,
+                name,
+                chunk: chunk.ordinal,
+                heading_path: chunk.heading_path,
+                score: scores.get(&chunk.point_id).copied().unwrap_or_default(),
+                snippet: snippet(&chunk.text),
+                text: chunk.text,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn snippet(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= SNIPPET_CHARS {
+        flat
+    } else {
+        let cut: String = flat.chars().take(SNIPPET_CHARS).collect();
+        format!("{}…", cut.trim_end())
+    }
+}
