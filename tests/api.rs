@@ -1,57 +1,12 @@
 //! End-to-end tests of the HTTP service: the real server, a fresh Postgres database per test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use ragvault_testkit::http::{assert_error, call, reply, wait_for_job};
 use ragvault_testkit::{captured_logs, spawn_app, spawn_app_with, unique_slug, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: Option<&str>,
-    body: Option<Value>,
-) -> Reply {
-    let mut request = app.client.request(method, app.url(path));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    reply(request.send().await.unwrap()).await
-}
-
-async fn reply(response: reqwest::Response) -> Reply {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// Asserts the error envelope: status, code, a message, and the request id matching the header.
-fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    assert_eq!(reply.body["error"]["code"], code, "body: {}", reply.body);
-    assert!(reply.body["error"]["message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
-    let header_id = reply.headers["x-request-id"].to_str().unwrap();
-    assert_eq!(reply.body["error"]["request_id"], header_id);
-}
 
 #[tokio::test]
 async fn health_and_readiness() {
@@ -1326,25 +1281,6 @@ async fn reencryption_after_rotation_resumes_and_completes() {
         .await
         .unwrap();
     assert_eq!(on_active, 40);
-}
-
-async fn wait_for_job(app: &TestApp, key: &str, job_id: &str) -> Value {
-    for _ in 0..200 {
-        let job = call(
-            app,
-            Method::GET,
-            &format!("/v1/jobs/{job_id}"),
-            Some(key),
-            None,
-        )
-        .await;
-        assert_eq!(job.status, 200, "{}", job.body);
-        if job.body["status"] == "done" || job.body["status"] == "failed" {
-            return job.body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("job {job_id} did not finish");
 }
 
 /// Upload -> 202 + job -> worker parses, scans, chunks (with the model's tokenizer), seals and stores ->

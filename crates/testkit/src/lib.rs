@@ -5,6 +5,7 @@
 
 mod database;
 mod fake_provider;
+pub mod http;
 mod logs;
 mod openbao;
 
@@ -77,15 +78,9 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
     ];
     all.extend_from_slice(overrides);
     let settings = Settings::load_from(None, &all).expect("test configuration is valid");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("application starts");
-    let address = app.local_addr();
-    let store = app.state().store.clone();
-    let key_source = app.state().key_source.clone();
-    let state = app.state().clone();
-    let operator = app
-        .state()
+    let running = start(&settings).await;
+    let operator = running
+        .state
         .access
         .create_operator_key(
             Some("testkit".to_owned()),
@@ -95,23 +90,44 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
         .await
         .expect("operator key");
     let operator_key = operator.api_key.expose_secret().clone();
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    TestApp {
+        address: running.address,
+        base_url: format!("http://{}", running.address),
+        client: reqwest::Client::new(),
+        operator_key,
+        store: running.state.store.clone(),
+        key_source: running.state.key_source.clone(),
+        settings,
+        state: running.state,
+        shutdown: Some(running.shutdown),
+        server: Some(running.server),
+        database,
+        data_dir,
+    }
+}
+
+struct Running {
+    address: SocketAddr,
+    state: ragvault_server::AppState,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), ServerError>>,
+}
+
+async fn start(settings: &Settings) -> Running {
+    let app = Application::build(settings.clone())
+        .await
+        .expect("application starts");
+    let address = app.local_addr();
+    let state = app.state().clone();
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = shutdown_rx.await;
     }));
-    TestApp {
+    Running {
         address,
-        base_url: format!("http://{address}"),
-        client: reqwest::Client::new(),
-        operator_key,
-        store,
-        key_source,
-        settings,
         state,
-        shutdown: Some(shutdown_tx),
-        server: Some(server),
-        database,
-        data_dir,
+        shutdown,
+        server,
     }
 }
 
@@ -170,6 +186,36 @@ impl TestApp {
             Some(handle) => handle.await.expect("server task"),
             None => Ok(()),
         }
+    }
+}
+
+impl TestApp {
+    /// Stops the service and starts a new one on the same database, data directory and configuration (on a
+    /// new port). `crash: true` aborts it like `kill -9` would, with no shutdown work (no index dump);
+    /// otherwise it shuts down gracefully.
+    pub async fn restart(&mut self, crash: bool) {
+        if let Some(server) = self.server.take() {
+            if crash {
+                server.abort();
+                let _ = server.await;
+            } else {
+                if let Some(tx) = self.shutdown.take() {
+                    let _ = tx.send(());
+                }
+                server
+                    .await
+                    .expect("server task")
+                    .expect("graceful shutdown");
+            }
+        }
+        let running = start(&self.settings).await;
+        self.address = running.address;
+        self.base_url = format!("http://{}", running.address);
+        self.store = running.state.store.clone();
+        self.key_source = running.state.key_source.clone();
+        self.state = running.state;
+        self.shutdown = Some(running.shutdown);
+        self.server = Some(running.server);
     }
 }
 

@@ -1,0 +1,76 @@
+//! HTTP helpers for tests: call the service, read the reply, check the error envelope, wait for jobs.
+
+use crate::TestApp;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+
+/// A response read whole: status, headers and the JSON body (`Null` when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+pub async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    reply(request.send().await.expect("test request")).await
+}
+
+pub async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("test request");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Asserts the error envelope: status, code, a message, and the request id matching the header.
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    assert_eq!(reply.body["error"]["code"], code, "body: {}", reply.body);
+    assert!(reply.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+    let header_id = reply.headers["x-request-id"]
+        .to_str()
+        .expect("test request");
+    assert_eq!(reply.body["error"]["request_id"], header_id);
+}
+
+/// Polls `GET /v1/jobs/{id}` until the job is done or failed (60 s at most: jobs embed on the CPU).
+pub async fn wait_for_job(app: &TestApp, key: &str, job_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let job = call(
+            app,
+            Method::GET,
+            &format!("/v1/jobs/{job_id}"),
+            Some(key),
+            None,
+        )
+        .await;
+        assert_eq!(job.status, 200, "{}", job.body);
+        if job.body["status"] == "done" || job.body["status"] == "failed" {
+            return job.body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("job {job_id} did not finish");
+}

@@ -1,0 +1,436 @@
+//! Retrieval end to end: documents ingested through the API are found by meaning (vector), by exact term
+//! (blind keyword index) and by both; filters, tenant isolation, deletes and replacements hold; the index
+//! survives restarts and crashes by reconciling with Postgres; index files reveal no text or tenant.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ragvault_core::{PointId, TenantId};
+use ragvault_testkit::http::{assert_error, call, wait_for_job};
+use ragvault_testkit::{spawn_app, unique_slug, TestApp, TestTenant};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+const PUMP_MANUAL: &str = "# AquaFlow P7 pump\n\n## Priming\n\nBefore the first start, fill the pump housing \
+with water through the priming port and close the cap hand-tight.\n\n## Error codes\n\nCode E-1042 means the \
+impeller is blocked by debris: switch off, open the housing and clear it.\n\n## Spare parts\n\nThe replacement \
+impeller is part AB-4471-X.\n";
+const ROUTER_MANUAL: &str = "# NetHome R2 router\n\n## Wi-Fi\n\nTo change the wireless network name, open the \
+admin page and choose Wireless, then Basic.\n\n## Factory reset\n\nHold the recessed reset button for ten \
+seconds until the lights blink amber.\n";
+const HEATER_MANUAL: &str = "# Calora H3 heater\n\n## Safety\n\nKeep the heater one metre away from curtains \
+and never cover the air outlet.\n\n## Thermostat\n\nTurn the dial clockwise to raise the target temperature.\n";
+
+async fn ingest(app: &TestApp, key: &str, name: &str, content: &str, tags: &[&str]) -> String {
+    let r = call(
+        app,
+        Method::POST,
+        "/v1/documents",
+        Some(key),
+        Some(json!({"name": name, "content": content, "content_type": "text/markdown", "tags": tags})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = wait_for_job(app, key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    r.body["document_id"].as_str().unwrap().to_owned()
+}
+
+async fn search(app: &TestApp, key: &str, body: Value) -> Vec<Value> {
+    let r = call(app, Method::POST, "/v1/search", Some(key), Some(body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["results"].as_array().unwrap().clone()
+}
+
+fn names(results: &[Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn tenant_with_manuals(app: &TestApp, prefix: &str) -> (TestTenant, Vec<String>) {
+    let tenant = app.create_tenant(&unique_slug(prefix)).await;
+    let mut ids = Vec::new();
+    for (name, text, tags) in [
+        ("pump.md", PUMP_MANUAL, vec!["pumps", "garden"]),
+        ("router.md", ROUTER_MANUAL, vec!["network"]),
+        ("heater.md", HEATER_MANUAL, vec!["garden", "heating"]),
+    ] {
+        ids.push(ingest(app, &tenant.api_key, name, text, &tags).await);
+    }
+    (tenant, ids)
+}
+
+/// The index partition and the points Postgres holds for a tenant.
+async fn index_and_postgres_points(
+    app: &TestApp,
+    tenant: &TestTenant,
+) -> (HashSet<PointId>, HashSet<PointId>) {
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let partition = app.state.indexer.partition(tenant_id).await.unwrap();
+    let in_index = app
+        .state
+        .indexer
+        .index()
+        .point_ids(&partition)
+        .await
+        .unwrap();
+    let in_postgres = app
+        .store
+        .tenant_points(tenant_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    (in_index, in_postgres)
+}
+
+#[tokio::test]
+async fn paraphrases_exact_terms_and_filters_find_the_right_chunks() {
+    let app = spawn_app().await;
+    let (tenant, ids) = tenant_with_manuals(&app, "search").await;
+    let key = &tenant.api_key;
+
+    // By meaning: no word of the question is in the answer's heading.
+    let hits = search(&app, key, json!({"query": "how do I restore the original settings of my wireless box", "mode": "vector"})).await;
+    assert_eq!(hits[0]["name"], "router.md", "{hits:?}");
+    assert!(hits[0]["snippet"]
+        .as_str()
+        .unwrap()
+        .contains("reset button"));
+    assert_eq!(
+        hits[0]["heading_path"],
+        json!(["NetHome R2 router", "Factory reset"])
+    );
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "the water pump does not move, something is stuck", "mode": "vector"}),
+    )
+    .await;
+    assert_eq!(hits[0]["name"], "pump.md", "{hits:?}");
+
+    // By exact term: part numbers and error codes, in keyword and hybrid modes.
+    for mode in ["keyword", "hybrid"] {
+        let hits = search(&app, key, json!({"query": "AB-4471-X", "mode": mode})).await;
+        assert_eq!(hits[0]["name"], "pump.md", "{mode}: {hits:?}");
+        assert!(hits[0]["snippet"].as_str().unwrap().contains("AB-4471-X"));
+        let hits = search(
+            &app,
+            key,
+            json!({"query": "what does E-1042 mean", "mode": mode, "top_k": 1}),
+        )
+        .await;
+        assert_eq!(hits.len(), 1);
+        assert!(
+            hits[0]["snippet"].as_str().unwrap().contains("E-1042"),
+            "{mode}: {hits:?}"
+        );
+    }
+    // A keyword query that matches nothing returns nothing rather than noise.
+    assert!(
+        search(&app, key, json!({"query": "zzyzx-00", "mode": "keyword"}))
+            .await
+            .is_empty()
+    );
+
+    // Filters apply inside the search: only the allowed documents come back, however good the others match.
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "reset button", "document_ids": [ids[0], ids[2]]}),
+    )
+    .await;
+    assert!(
+        !hits.is_empty() && names(&hits).iter().all(|n| n != "router.md"),
+        "{hits:?}"
+    );
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "temperature", "tags": ["garden"]}),
+    )
+    .await;
+    assert!(
+        names(&hits)
+            .iter()
+            .all(|n| n == "pump.md" || n == "heater.md"),
+        "{hits:?}"
+    );
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "temperature", "tags": ["garden", "heating"]}),
+    )
+    .await;
+    assert!(
+        !hits.is_empty() && names(&hits).iter().all(|n| n == "heater.md"),
+        "{hits:?}"
+    );
+    assert!(
+        search(&app, key, json!({"query": "pump", "tags": ["no-such-tag"]}))
+            .await
+            .is_empty()
+    );
+
+    // Bad input.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(key),
+        Some(json!({"query": "  "})),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_query");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(key),
+        Some(json!({"query": "x", "top_k": 0})),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(key),
+        Some(json!({"query": "x", "mode": "fuzzy"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_tenant_never_retrieves_another_tenants_chunks() {
+    let app = spawn_app().await;
+    let (_a, _) = tenant_with_manuals(&app, "iso-a").await;
+    let b = app.create_tenant(&unique_slug("iso-b")).await;
+    ingest(
+        &app,
+        &b.api_key,
+        "b-notes.md",
+        "# Notes\n\nThe cafeteria opens at eight.\n",
+        &[],
+    )
+    .await;
+    for mode in ["vector", "keyword", "hybrid"] {
+        let hits = search(
+            &app,
+            &b.api_key,
+            json!({"query": "AB-4471-X impeller reset router", "mode": mode, "top_k": 10}),
+        )
+        .await;
+        assert!(
+            names(&hits).iter().all(|n| n == "b-notes.md"),
+            "{mode}: {hits:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn deletes_and_replacements_leave_no_index_points_behind() {
+    let app = spawn_app().await;
+    let (tenant, ids) = tenant_with_manuals(&app, "del").await;
+    let key = &tenant.api_key;
+    let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    assert_eq!(in_index, in_postgres);
+    assert!(!in_index.is_empty());
+
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/documents/{}", ids[1]),
+        Some(key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "factory reset wireless router", "top_k": 10}),
+    )
+    .await;
+    assert!(names(&hits).iter().all(|n| n != "router.md"), "{hits:?}");
+
+    // Replace the pump manual: the old part number is gone, the new one is found.
+    let new_pump = PUMP_MANUAL.replace("AB-4471-X", "AB-5000-Z");
+    ingest(&app, key, "pump.md", &new_pump, &[]).await;
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "AB-4471-X", "mode": "keyword", "top_k": 10}),
+    )
+    .await;
+    assert!(
+        hits.iter()
+            .all(|h| !h["snippet"].as_str().unwrap().contains("AB-4471-X")),
+        "{hits:?}"
+    );
+    let hits = search(&app, key, json!({"query": "AB-5000-Z", "mode": "keyword"})).await;
+    assert_eq!(hits[0]["name"], "pump.md");
+
+    let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    assert_eq!(
+        in_index, in_postgres,
+        "index and Postgres disagree after delete and replace"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_before_the_index_is_dumped_loses_nothing() {
+    let mut app = spawn_app().await;
+    let (tenant, _) = tenant_with_manuals(&app, "crash").await;
+    let (before, _) = index_and_postgres_points(&app, &tenant).await;
+    // No graceful shutdown, so no dump: only the write-ahead record has the points.
+    app.restart(true).await;
+    let (after, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    assert_eq!(after, before);
+    assert_eq!(after, in_postgres);
+    let hits = search(
+        &app,
+        &tenant.api_key,
+        json!({"query": "AB-4471-X", "mode": "hybrid"}),
+    )
+    .await;
+    assert_eq!(hits[0]["name"], "pump.md");
+}
+
+#[tokio::test]
+async fn the_index_is_reconciled_with_postgres_at_start() {
+    let mut app = spawn_app().await;
+    let (tenant, _) = tenant_with_manuals(&app, "reconcile").await;
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let partition = app.state.indexer.partition(tenant_id).await.unwrap();
+    let (_, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    // Make the index disagree both ways: lose some real points, gain a point with no chunk.
+    let lost: Vec<PointId> = in_postgres.iter().copied().take(3).collect();
+    let index = app.state.indexer.index().clone();
+    index.delete(&partition, &lost).await.unwrap();
+    let ghost = ragvault_search::IndexPoint {
+        id: PointId(42),
+        vector: vec![0.1; partition.dimension],
+    };
+    index.upsert(&partition, vec![ghost]).await.unwrap();
+    app.restart(false).await;
+
+    // Reconciliation runs in the background at start.
+    let mut agreed = false;
+    for _ in 0..200 {
+        let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+        if in_index == in_postgres {
+            agreed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(agreed, "index was not reconciled with Postgres");
+}
+
+#[tokio::test]
+async fn damaged_index_files_are_rebuilt_from_postgres() {
+    let mut app = spawn_app().await;
+    let (tenant, _) = tenant_with_manuals(&app, "damaged").await;
+    app.restart(false).await; // graceful: the graph is dumped
+    let index_dir = app.data_dir.path().join("index");
+    let mut damaged = 0;
+    for partition in std::fs::read_dir(&index_dir).unwrap().flatten() {
+        for file in std::fs::read_dir(partition.path()).unwrap().flatten() {
+            if file.file_name().to_string_lossy().ends_with(".hnsw.data") {
+                let mut bytes = std::fs::read(file.path()).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x5a;
+                std::fs::write(file.path(), bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no dump to damage");
+    app.restart(true).await;
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = search(
+            &app,
+            &tenant.api_key,
+            json!({"query": "priming port", "mode": "vector"}),
+        )
+        .await;
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        found.first().map(|h| h["name"].clone()),
+        Some(json!("pump.md"))
+    );
+    let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    assert_eq!(in_index, in_postgres);
+    let ready = call(&app, Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready.body["checks"]["index"], "ok");
+}
+
+/// The index holds vectors and keyed pseudonyms only: no text, names, tenant ids or slugs in any file,
+/// and deleting the tenant removes its partition.
+#[tokio::test]
+async fn index_files_reveal_no_text_or_tenant_and_go_with_the_tenant() {
+    let mut app = spawn_app().await;
+    let (tenant, _) = tenant_with_manuals(&app, "grep").await;
+    app.restart(false).await; // dump graphs so every file kind exists
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let partition = app.state.indexer.partition(tenant_id).await.unwrap();
+    let index_dir = app.data_dir.path().join("index");
+    let mut files = Vec::new();
+    for partition_dir in std::fs::read_dir(&index_dir).unwrap().flatten() {
+        for file in std::fs::read_dir(partition_dir.path()).unwrap().flatten() {
+            files.push(file.path());
+        }
+    }
+    assert!(files
+        .iter()
+        .any(|f| f.to_string_lossy().ends_with(".hnsw.graph")));
+    let forbidden = [
+        "impeller",
+        "AB-4471-X",
+        "pump.md",
+        "Priming",
+        "NetHome",
+        "garden",
+        tenant.slug.as_str(),
+        tenant.id.as_str(),
+        &tenant.id.replace('-', ""),
+    ];
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        for word in forbidden {
+            assert!(
+                !text.contains(&word.to_lowercase()),
+                "{} contains {word}",
+                file.display()
+            );
+            assert!(
+                !file.to_string_lossy().contains(word),
+                "file name {} contains {word}",
+                file.display()
+            );
+        }
+    }
+
+    let r = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        !index_dir.join(&partition.name).exists(),
+        "partition left behind"
+    );
+}
