@@ -1388,7 +1388,7 @@ async fn bad_uploads_and_documents_with_secrets_are_refused() {
     let key = tenant.api_key.clone();
     for (body, status, code) in [
         (
-            json!({"name": "a.pdf", "content": "%PDF-1.7 binary"}),
+            json!({"name": "a.docx", "content": "PK\u{3}\u{4} zipped"}),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
         ),
@@ -1475,6 +1475,7 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
         queue_capacity: 4,
         chunking: Default::default(),
         secret_policy: Default::default(),
+        parse_timeout: Duration::from_secs(30),
     };
     // "Process A" accepts the upload, then dies before any worker runs it.
     let (dead, workers) = Pipeline::start(

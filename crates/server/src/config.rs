@@ -40,6 +40,8 @@ pub struct IngestSettings {
     pub chunk_target_tokens: usize,
     pub chunk_max_tokens: usize,
     pub chunk_overlap_tokens: usize,
+    /// Longest one document may take to parse before its job fails with `parse_timeout`.
+    pub parse_timeout_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -321,6 +323,9 @@ impl Settings {
             );
         }
         let ingest = &self.ingest;
+        if ingest.parse_timeout_secs == 0 {
+            problems.push("ingest.parse_timeout_secs: must be at least 1".to_owned());
+        }
         if ingest.workers == 0 || ingest.queue_capacity == 0 {
             problems
                 .push("ingest.workers and ingest.queue_capacity: must be at least 1".to_owned());

@@ -230,6 +230,7 @@ impl Application {
                     overlap_tokens: settings.ingest.chunk_overlap_tokens,
                 },
                 secret_policy: ragvault_ingest::secrets::SecretPolicy::Reject,
+                parse_timeout: std::time::Duration::from_secs(settings.ingest.parse_timeout_secs),
             },
         );
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -1,0 +1,152 @@
+//! Retrieval quality and ingest throughput on real documentation: the Debian manual pages named in
+//! `benches/retrieval/questions.tsv`, rendered to text by `benches/retrieval/run.sh`, are ingested through the
+//! HTTP API of a real service (testkit: fresh database, local model); then every question is asked in vector,
+//! keyword and hybrid mode. Prints a Markdown table of recall@5 and MRR@10 per mode and question kind, and the
+//! ingest figures (chunks/s, MB/s, share of parse / embed / store / index).
+//!
+//! `cargo run --release -p ragvault-benches --bin retrieval -- <pages dir> <questions.tsv>`
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::print_stdout)]
+
+use ragvault_testkit::http::{call, wait_for_job};
+use reqwest::Method;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+struct Question {
+    page: String,
+    kind: String,
+    text: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let pages_dir = std::path::PathBuf::from(args.next().expect("pages dir"));
+    let questions: Vec<Question> = std::fs::read_to_string(args.next().expect("questions.tsv"))
+        .expect("questions")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Question {
+                page: f[0].to_owned(),
+                kind: f[1].to_owned(),
+                text: f[2].to_owned(),
+            }
+        })
+        .collect();
+    let app = ragvault_testkit::spawn_app_with(&[
+        ("ingest.workers", "2"),
+        ("ingest.queue_capacity", "256"),
+    ])
+    .await;
+    let tenant = app.create_tenant("retrieval-bench").await;
+    let key = tenant.api_key.clone();
+
+    let mut pages: Vec<_> = std::fs::read_dir(&pages_dir)
+        .expect("pages")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for page in &pages {
+        let name = page.file_name().unwrap().to_string_lossy().into_owned();
+        let content = std::fs::read_to_string(page).expect("page text");
+        let r = call(
+            &app,
+            Method::POST,
+            "/v1/documents",
+            Some(&key),
+            Some(json!({"name": name, "content": content, "content_type": "text/plain"})),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        jobs.push(r.body["job_id"].as_str().unwrap().to_owned());
+    }
+    for job in &jobs {
+        let done = wait_for_job(&app, &key, job).await;
+        assert_eq!(done["status"], "done", "{done}");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let stats = app.state.pipeline.stats();
+    let chunks = stats.chunks.load(Ordering::Relaxed) as f64;
+    let bytes = stats.text_bytes.load(Ordering::Relaxed) as f64;
+    let phases = [
+        (
+            "parse+chunk+scan",
+            stats.parse_nanos.load(Ordering::Relaxed),
+        ),
+        ("embed", stats.embed_nanos.load(Ordering::Relaxed)),
+        ("seal+store", stats.store_nanos.load(Ordering::Relaxed)),
+        ("index", stats.index_nanos.load(Ordering::Relaxed)),
+    ];
+    let total: u64 = phases.iter().map(|(_, n)| n).sum();
+    println!("## Ingest\n");
+    println!(
+        "{} pages, {:.2} MB of text, {} chunks in {wall:.1} s wall: {:.1} chunks/s, {:.3} MB/s\n",
+        pages.len(),
+        bytes / 1e6,
+        chunks,
+        chunks / wall,
+        bytes / 1e6 / wall
+    );
+    println!("| phase | share of worker time |\n| --- | --- |");
+    for (name, nanos) in phases {
+        println!(
+            "| {name} | {:.1}% |",
+            100.0 * nanos as f64 / total.max(1) as f64
+        );
+    }
+
+    println!("\n## Retrieval ({} questions)\n", questions.len());
+    println!("| mode | kind | questions | recall@5 | MRR@10 | mean latency ms |\n| --- | --- | --- | --- | --- | --- |");
+    for mode in ["vector", "keyword", "hybrid"] {
+        let mut rows: Vec<(String, usize, f64, f64, f64)> = Vec::new();
+        for kind in ["paraphrase", "exact", "all"] {
+            let selected: Vec<&Question> = questions
+                .iter()
+                .filter(|q| kind == "all" || q.kind == kind)
+                .collect();
+            let (mut hits5, mut rr, mut latency) = (0usize, 0f64, 0f64);
+            for q in &selected {
+                let t = Instant::now();
+                let r = call(
+                    &app,
+                    Method::POST,
+                    "/v1/search",
+                    Some(&key),
+                    Some(json!({"query": q.text, "mode": mode, "top_k": 10})),
+                )
+                .await;
+                latency += t.elapsed().as_secs_f64() * 1e3;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let expected = format!("{}.txt", q.page);
+                let rank = r.body["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .position(|h| h["name"] == expected.as_str());
+                if rank.is_some_and(|r| r < 5) {
+                    hits5 += 1;
+                }
+                if let Some(r) = rank {
+                    rr += 1.0 / (r as f64 + 1.0);
+                }
+            }
+            let n = selected.len().max(1) as f64;
+            rows.push((
+                kind.to_owned(),
+                selected.len(),
+                hits5 as f64 / n,
+                rr / n,
+                latency / n,
+            ));
+        }
+        for (kind, n, recall, mrr, latency) in rows {
+            println!("| {mode} | {kind} | {n} | {recall:.3} | {mrr:.3} | {latency:.1} |");
+        }
+    }
+}

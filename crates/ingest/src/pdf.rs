@@ -1,0 +1,101 @@
+//! PDF text extraction (pdf-extract over lopdf): one section per page, headed `Page N`, so citations can name
+//! the page. A PDF whose pages carry no text (a scan) is `NoText`. The extractor is third-party code fed
+//! untrusted bytes: a panic inside it becomes `Malformed`, and the pipeline bounds its time.
+
+use crate::{IngestError, ParsedDocument, Parser, Section};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PdfParser;
+
+impl Parser for PdfParser {
+    fn parse(&self, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
+        let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
+            .map_err(|_| IngestError::Malformed("the PDF could not be read".into()))?
+            .map_err(|e| IngestError::Malformed(format!("the PDF could not be read: {e}")))?;
+        let sections: Vec<Section> = pages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                let cleaned = clean(text);
+                (!cleaned.is_empty()).then(|| Section {
+                    heading_path: vec![format!("Page {}", i + 1)],
+                    text: cleaned,
+                })
+            })
+            .collect();
+        if sections.is_empty() {
+            return Err(IngestError::NoText);
+        }
+        Ok(ParsedDocument { sections })
+    }
+}
+
+/// Joins the extractor's lines into paragraphs: a blank line ends a paragraph, a line break inside one is a
+/// space (PDF text comes out broken at every layout line), hyphenated line ends are joined.
+fn clean(text: &str) -> String {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in text.replace('\u{c}', "\n").lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if current.ends_with('-') && line.starts_with(|c: char| c.is_lowercase()) {
+            current.pop();
+        } else if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() {
+        paragraphs.push(current);
+    }
+    paragraphs.join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_paragraphs() {
+        assert_eq!(
+            clean("Hold the re-\nset button\nfor ten seconds.\n\n\nThen wait."),
+            "Hold the reset button for ten seconds.\n\nThen wait."
+        );
+    }
+
+    #[test]
+    fn text_pdfs_give_a_section_per_page_and_scans_have_no_text() {
+        let parsed = PdfParser
+            .parse(include_bytes!("../../../tests/fixtures/manual.pdf"))
+            .unwrap();
+        assert_eq!(parsed.sections.len(), 2, "{parsed:?}");
+        assert_eq!(parsed.sections[1].heading_path, vec!["Page 2".to_owned()]);
+        assert!(parsed.sections[1].text.contains("F-2207"), "{parsed:?}");
+        assert!(
+            parsed.sections[0]
+                .text
+                .contains("Empty the water tank when the tank light turns red"),
+            "{parsed:?}"
+        );
+        assert_eq!(
+            PdfParser.parse(include_bytes!("../../../tests/fixtures/scanned.pdf")),
+            Err(IngestError::NoText)
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bytes in [
+            &b"%PDF-1.4\n"[..],
+            b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF",
+            b"",
+        ] {
+            assert!(PdfParser.parse(bytes).is_err());
+        }
+    }
+}
