@@ -1729,4 +1729,58 @@ async fn the_redact_secret_policy_replaces_credentials_in_chunks() {
     );
     let audit = app.store.list_audit(Some(tenant_id), 0, 100).await.unwrap();
     assert!(audit.iter().any(|e| e.action == "tenant.policy_changed"));
+
+    // A credential in a heading, the document name or its metadata is redacted there too.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({
+            "name": format!("notes {fake_key}.md"),
+            "content": format!("# Token {fake_key}\n\nRotate it monthly.\n"),
+            "metadata": {"owner": fake_key.clone()},
+        })),
+    )
+    .await;
+    let job = wait_for_job(&app, &tenant.api_key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let document_id: ragvault_core::DocumentId =
+        r.body["document_id"].as_str().unwrap().parse().unwrap();
+    let (name, chunks) = sealed_content(&app)
+        .open_document(tenant_id, document_id)
+        .await
+        .unwrap();
+    assert_eq!(name, "notes [REDACTED:openai_key].md");
+    assert_eq!(
+        chunks[0].heading_path,
+        vec!["Token [REDACTED:openai_key]".to_owned()]
+    );
+    let listed = call(
+        &app,
+        Method::GET,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert!(!listed.body.to_string().contains(&fake_key));
+
+    // Under the default policy, a credential in the name refuses the document, naming where it is.
+    let other = app.create_tenant(&unique_slug("reject-name")).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&other.api_key),
+        Some(json!({"name": format!("{fake_key}.txt"), "content": "harmless"})),
+    )
+    .await;
+    let job = wait_for_job(&app, &other.api_key, r.body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["error"]["code"], "contains_secret", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("name") && !message.contains(&fake_key),
+        "{message}"
+    );
 }

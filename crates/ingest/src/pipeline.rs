@@ -371,7 +371,7 @@ impl Pipeline {
         let bytes = key
             .open(&context(0), payload)
             .map_err(|e| JobFailure::from_content(e.into()))?;
-        let header: JobHeader = key
+        let mut header: JobHeader = key
             .open(&context(1), header)
             .ok()
             .and_then(|h: Vec<u8>| serde_json::from_slice::<JobHeader>(&h).ok())
@@ -423,6 +423,43 @@ impl Pipeline {
             String::from_utf8_lossy(&bytes).into_owned()
         };
         let findings = secrets::scan(&text);
+        // The name and metadata are stored (sealed) and shown in citations: they are scanned as well.
+        let metadata_text = header
+            .metadata
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let in_name = secrets::scan(&header.name);
+        let in_metadata = secrets::scan(&metadata_text);
+        if !in_name.is_empty() || !in_metadata.is_empty() {
+            match self.secret_policy(tenant).await? {
+                SecretPolicy::Reject => {
+                    let (place, kind) = match in_name.first() {
+                        Some(f) => ("name", f.kind),
+                        None => (
+                            "metadata",
+                            in_metadata.first().map(|f| f.kind).unwrap_or("secret"),
+                        ),
+                    };
+                    return Err(JobFailure::permanent(
+                        "contains_secret",
+                        &format!("the document {place} contains a credential ({kind}); remove it or ask for the redact policy"),
+                    ));
+                }
+                SecretPolicy::Redact => {
+                    header.name = secrets::redact(&header.name, &in_name);
+                    if !in_metadata.is_empty() {
+                        let redacted = secrets::redact(&metadata_text, &in_metadata);
+                        header.metadata = Some(serde_json::from_str(&redacted).map_err(|_| {
+                            JobFailure::permanent(
+                                "contains_secret",
+                                "the document metadata contains a credential that cannot be redacted",
+                            )
+                        })?);
+                    }
+                }
+            }
+        }
         if let Some(first) = findings.first() {
             match self.secret_policy(tenant).await? {
                 SecretPolicy::Reject => {
@@ -441,6 +478,13 @@ impl Pipeline {
                             chunk.text = secrets::redact(&chunk.text, &found);
                             chunk.token_count =
                                 u32::try_from(self.tokenizer.count(&chunk.text)).unwrap_or(u32::MAX);
+                        }
+                        // Headings are stored (sealed) and cited too.
+                        for heading in &mut chunk.heading_path {
+                            let found = secrets::scan(heading);
+                            if !found.is_empty() {
+                                *heading = secrets::redact(heading, &found);
+                            }
                         }
                     }
                 }
