@@ -505,3 +505,114 @@ async fn pdf_manuals_are_ingested_page_by_page() {
     .await;
     assert_eq!(job["status"], "done", "{job}");
 }
+
+/// A remote OpenAI-compatible embedder: key leased from the keyring, 5xx retried, a rotated key picked up
+/// after the provider refuses the old one; switching back to the local model re-embeds every chunk into a new
+/// partition at the next start.
+#[tokio::test]
+async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
+    use ragvault_credentials::{operator_path, Secret};
+    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let url = format!("\"{}\"", provider.base_url);
+    let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
+    let mut app = ragvault_testkit::spawn_app_with(&[
+        ("providers.fakeai.base_url", url.as_str()),
+        ("embedding.provider", "\"fakeai\""),
+        ("embedding.model", "\"fake-embed-1\""),
+        ("embedding.dimension", dimension.as_str()),
+    ])
+    .await;
+    let key_source = app.key_source.clone();
+    let keyring = key_source.sealed_keyring().unwrap();
+    let first_key = format!("fk-{}", "first".repeat(4));
+    provider.accept(&first_key);
+    keyring
+        .set(
+            &operator_path("fakeai"),
+            &Secret::new(first_key.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+    // The service looked for the key at start and found none: re-read it now, as an operator would.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/admin/credentials/fakeai/refresh",
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let tenant = app.create_tenant(&unique_slug("remote")).await;
+    let key = tenant.api_key.clone();
+
+    // The provider is overloaded for two requests: the job still succeeds.
+    provider.fail_next(2, 503);
+    ingest(&app, &key, "pump.md", PUMP_MANUAL, &[]).await;
+    ingest(&app, &key, "router.md", ROUTER_MANUAL, &[]).await;
+    let hits = search(
+        &app,
+        &key,
+        json!({"query": "impeller blocked by debris", "mode": "vector"}),
+    )
+    .await;
+    assert_eq!(hits[0]["name"], "pump.md", "{hits:?}");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(&key),
+        Some(json!({"query": "x", "mode": "vector"})),
+    )
+    .await;
+    assert_eq!(r.body["model"], "fakeai/fake-embed-1");
+
+    // Rotation: the provider stops accepting the old key; the lease is refreshed once and the call retried.
+    let second_key = format!("fk-{}", "second".repeat(4));
+    keyring
+        .set(
+            &operator_path("fakeai"),
+            &Secret::new(second_key.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+    provider.accept(&second_key);
+    provider.revoke(&first_key);
+    ingest(&app, &key, "heater.md", HEATER_MANUAL, &[]).await;
+    assert!(provider.rejected() >= 1);
+    let logs = ragvault_testkit::captured_logs();
+    assert!(
+        !logs.contains(&first_key) && !logs.contains(&second_key),
+        "a key reached the logs"
+    );
+
+    // Back to the local model: a new partition, every chunk re-embedded from its sealed text at start.
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let old_partition = app.state.indexer.partition(tenant_id).await.unwrap();
+    app.settings.embedding.provider = "local".to_owned();
+    app.restart(false).await;
+    let new_partition = app.state.indexer.partition(tenant_id).await.unwrap();
+    assert_ne!(old_partition.name, new_partition.name);
+    assert_eq!(new_partition.dimension, 384);
+    let mut agreed = false;
+    for _ in 0..400 {
+        let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+        if in_index == in_postgres && !in_index.is_empty() {
+            agreed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(agreed, "chunks were not re-embedded with the local model");
+    let hits = search(&app, &key, json!({"query": "how do I restore the original settings of my wireless box", "mode": "vector"})).await;
+    assert_eq!(hits[0]["name"], "router.md", "{hits:?}");
+    // The other model's partition is gone (no tenant owns it any more).
+    assert!(!app
+        .data_dir
+        .path()
+        .join("index")
+        .join(&old_partition.name)
+        .exists());
+}

@@ -577,10 +577,14 @@ impl JobFailure {
             ContentError::Credentials(c) if c.is_integrity_failure() => {
                 JobFailure::permanent("integrity_failure", "the queued upload failed to open")
             }
-            ContentError::Embedding(_) => JobFailure::permanent(
-                "embedding_failed",
-                "the embedding model failed on this document",
-            ),
+            ContentError::Embedding(cause) => {
+                // The cause names the provider and status, never a key or the text.
+                tracing::warn!(error = %cause, "embedding failed");
+                JobFailure::permanent(
+                    "embedding_failed",
+                    "the embedding model failed on this document",
+                )
+            }
             _ => JobFailure::permanent("internal_error", "the document could not be stored"),
         }
     }

@@ -92,8 +92,17 @@ pub struct SearchSettings {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     /// Directory with the local model's files (`tokenizer.json`, `model.safetensors`, `config.json`),
-    /// as `scripts/fetch-model.sh` lays them out.
+    /// as `scripts/fetch-model.sh` lays them out. Its tokenizer also sizes chunks with a remote embedder.
     pub model_dir: PathBuf,
+    /// `local` (all-MiniLM-L6-v2 in process), or the name of an OpenAI-compatible entry under `[providers]`
+    /// whose `/embeddings` endpoint makes the vectors (key leased as that provider's key).
+    pub provider: String,
+    /// Remote model name and its vector width (both required with a remote provider).
+    pub model: Option<String>,
+    pub dimension: Option<usize>,
+    /// Texts per remote request.
+    pub max_batch: usize,
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -337,6 +346,26 @@ impl Settings {
         {
             problems
                 .push("ingest.chunk_*_tokens: need 0 <= overlap < target <= max <= 512".to_owned());
+        }
+        let embedding = &self.embedding;
+        if embedding.provider != "local" {
+            if !self.providers.contains_key(&embedding.provider) {
+                problems.push(format!(
+                    "embedding.provider: `{}` is neither \"local\" nor a configured [providers.{}] entry",
+                    embedding.provider, embedding.provider
+                ));
+            }
+            if embedding.model.as_deref().is_none_or(str::is_empty)
+                || embedding.dimension.is_none_or(|d| d == 0)
+            {
+                problems.push("embedding.model and embedding.dimension: required with a remote embedding.provider".to_owned());
+            }
+        }
+        if embedding.max_batch == 0 || embedding.request_timeout_secs == 0 {
+            problems.push(
+                "embedding.max_batch and embedding.request_timeout_secs: must be at least 1"
+                    .to_owned(),
+            );
         }
         let index = &self.index;
         if !(2..=256).contains(&index.max_connections) {

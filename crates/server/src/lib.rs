@@ -206,9 +206,13 @@ impl Application {
         let tokenizer = Arc::new(ragvault_embedding::ModelTokenizer::from_file(
             &settings.embedding.model_dir.join("tokenizer.json"),
         )?);
-        let embedder: Arc<dyn ragvault_embedding::Embedder> = Arc::new(
-            ragvault_embedding::LocalEmbedder::shared(&settings.embedding.model_dir)?,
-        );
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let leases = Arc::new(LeaseManager::new(
+            key_source.clone(),
+            settings.lease_settings(),
+            Some(Arc::new(AuditEvents(events_tx))),
+        ));
+        let embedder = open_embedder(&settings, &leases)?;
         let index = open_index(&settings)?;
         let indexer = ragvault_ingest::indexing::Indexer::new(
             content.clone(),
@@ -233,12 +237,6 @@ impl Application {
                 parse_timeout: std::time::Duration::from_secs(settings.ingest.parse_timeout_secs),
             },
         );
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let leases = Arc::new(LeaseManager::new(
-            key_source.clone(),
-            settings.lease_settings(),
-            Some(Arc::new(AuditEvents(events_tx))),
-        ));
         let mut background = vec![
             tokio::spawn(write_audit_events(store.clone(), events_rx)),
             tokio::spawn(leases.clone().run_refresher()),
@@ -377,6 +375,38 @@ fn finish(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result
         Ok(Err(e)) => Err(ServerError::Serve(e)),
         Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
     }
+}
+
+/// The embedder the configuration names: the local model, or an OpenAI-compatible provider.
+fn open_embedder(
+    settings: &Settings,
+    leases: &Arc<LeaseManager>,
+) -> Result<Arc<dyn ragvault_embedding::Embedder>, ServerError> {
+    let embedding = &settings.embedding;
+    if embedding.provider == "local" {
+        return Ok(Arc::new(ragvault_embedding::LocalEmbedder::shared(
+            &embedding.model_dir,
+        )?));
+    }
+    // `problems()` has checked that the provider, model and dimension are there.
+    let base_url = settings
+        .providers
+        .get(&embedding.provider)
+        .map(|p| p.base_url.clone())
+        .unwrap_or_default();
+    let config = ragvault_embedding::RemoteEmbedderConfig {
+        provider: embedding.provider.clone(),
+        base_url,
+        model: embedding.model.clone().unwrap_or_default(),
+        dimension: embedding.dimension.unwrap_or_default(),
+        max_batch: embedding.max_batch,
+        attempts: 4,
+        timeout: std::time::Duration::from_secs(embedding.request_timeout_secs),
+    };
+    Ok(Arc::new(ragvault_embedding::OpenAiCompatibleEmbedder::new(
+        config,
+        leases.clone(),
+    )?))
 }
 
 /// Opens the vector index the configuration names.

@@ -17,9 +17,15 @@ struct Shared {
     valid_keys: Mutex<HashSet<String>>,
     requests: AtomicU64,
     rejected: AtomicU64,
+    /// The next this-many requests fail with `failure_status` (after the key check).
+    failures_left: AtomicU64,
+    failure_status: std::sync::atomic::AtomicU16,
 }
 
-/// An OpenAI-compatible `/v1/chat/completions` endpoint.
+/// Width of the fake embeddings.
+pub const FAKE_EMBEDDING_DIMENSION: usize = 64;
+
+/// An OpenAI-compatible `/v1/chat/completions` and `/v1/embeddings` endpoint.
 pub struct FakeOpenAi {
     pub base_url: String,
     shared: Arc<Shared>,
@@ -31,6 +37,7 @@ impl FakeOpenAi {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -60,6 +67,12 @@ impl FakeOpenAi {
         self.shared.valid_keys.lock().expect("keys").remove(key);
     }
 
+    /// Makes the next `count` requests fail with `status` (429, 500, 503...), as an overloaded provider does.
+    pub fn fail_next(&self, count: u64, status: u16) {
+        self.shared.failure_status.store(status, Ordering::SeqCst);
+        self.shared.failures_left.store(count, Ordering::SeqCst);
+    }
+
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
@@ -75,11 +88,8 @@ impl Drop for FakeOpenAi {
     }
 }
 
-async fn chat_completions(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
+/// Checks the bearer key and any injected failure; `Some(response)` when the request must be refused.
+fn refuse(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
     let key = headers
         .get("authorization")
@@ -90,16 +100,44 @@ async fn chat_completions(
     if !shared.valid_keys.lock().expect("keys").contains(&key) {
         shared.rejected.fetch_add(1, Ordering::Relaxed);
         // OpenAI's shape for a bad key; like the real API it never echoes the key back in full.
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": {
-                "message": "Incorrect API key provided.",
-                "type": "invalid_request_error",
-                "param": null,
-                "code": "invalid_api_key"
-            }})),
-        )
-            .into_response();
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": "invalid_api_key"
+                }})),
+            )
+                .into_response(),
+        );
+    }
+    let failing = shared
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        let status = StatusCode::from_u16(shared.failure_status.load(Ordering::SeqCst))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return Some(
+            (
+                status,
+                Json(json!({"error": {"message": "The server is overloaded.", "type": "server_error"}})),
+            )
+                .into_response(),
+        );
+    }
+    None
+}
+
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refused) = refuse(&shared, &headers) {
+        return refused;
     }
     let model = body["model"].as_str().unwrap_or("gpt-4o-mini").to_owned();
     let prompt_chars: usize = body["messages"]
@@ -124,4 +162,54 @@ async fn chat_completions(
         "usage": {"prompt_tokens": prompt_chars / 4 + 1, "completion_tokens": 1, "total_tokens": prompt_chars / 4 + 2}
     }))
     .into_response()
+}
+
+/// OpenAI's embeddings shape. Vectors are deterministic bags of hashed words, so texts sharing words are
+/// close, which is all retrieval tests need from a remote model.
+async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refused) = refuse(&shared, &headers) {
+        return refused;
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| json!({"object": "embedding", "index": index, "embedding": fake_embedding(text)}))
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count()).sum();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens}
+    }))
+    .into_response()
+}
+
+/// The fake provider's embedding of a text (public so tests can predict it).
+pub fn fake_embedding(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; FAKE_EMBEDDING_DIMENSION];
+    for word in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut hash: u64 = 0xcbf29ce484222325;
+        for b in word.bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        v[(hash % FAKE_EMBEDDING_DIMENSION as u64) as usize] += 1.0;
+    }
+    v
 }

@@ -1,0 +1,227 @@
+//! Remote embedders over HTTP with keys leased through the credentials crate: any OpenAI-compatible
+//! `/v1/embeddings` endpoint (OpenAI, Mistral, vLLM, llama.cpp, Ollama's OpenAI mode).
+//!
+//! The key is lent to the request builder only (`Lease::with_key`); a refused key triggers one re-read and
+//! one retry (`LeaseManager::call_with_lease`); 429 and 5xx are retried with exponential backoff (honouring
+//! `retry-after`), since an embedding request has no side effects.
+
+use crate::{check_output, Embedder, EmbeddingError};
+use async_trait::async_trait;
+use ragvault_credentials::{LeaseManager, LeasedCallError, ProviderCallError, ProviderKeyRef};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an OpenAI-compatible embedder talks to and how.
+#[derive(Clone, Debug)]
+pub struct RemoteEmbedderConfig {
+    /// Provider name: the key is leased as `providers/<provider>`.
+    pub provider: String,
+    /// Base URL ending in `/v1` (`https://api.openai.com/v1`, `https://api.mistral.ai/v1`, ...).
+    pub base_url: String,
+    pub model: String,
+    pub dimension: usize,
+    pub max_batch: usize,
+    /// Attempts for 429/5xx/network errors (the first included).
+    pub attempts: u32,
+    pub timeout: Duration,
+}
+
+pub struct OpenAiCompatibleEmbedder {
+    config: RemoteEmbedderConfig,
+    model_id: String,
+    client: reqwest::Client,
+    leases: Arc<LeaseManager>,
+    key_ref: ProviderKeyRef,
+}
+
+/// One failed attempt: whether trying again can help, and a message without the key.
+#[derive(Debug)]
+struct AttemptError {
+    retryable: bool,
+    retry_after: Option<Duration>,
+    message: String,
+}
+
+impl OpenAiCompatibleEmbedder {
+    pub fn new(
+        config: RemoteEmbedderConfig,
+        leases: Arc<LeaseManager>,
+    ) -> Result<Self, EmbeddingError> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| EmbeddingError::Model(format!("http client: {e}")))?;
+        Ok(OpenAiCompatibleEmbedder {
+            // The provider is part of the id: the same model name at two providers may differ.
+            model_id: format!("{}/{}", config.provider, config.model),
+            key_ref: ProviderKeyRef::operator(&config.provider),
+            config,
+            client,
+            leases,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, LeasedCallError<AttemptError>> {
+        let url = format!("{}/embeddings", self.config.base_url.trim_end_matches('/'));
+        let body = json!({ "model": self.config.model, "input": texts });
+        self.leases
+            .call_with_lease(&self.key_ref, |lease| {
+                let request =
+                    lease.with_key(|key| self.client.post(&url).bearer_auth(key).json(&body));
+                async move {
+                    let response = request.send().await.map_err(|e| {
+                        ProviderCallError::Other(AttemptError {
+                            retryable: true,
+                            retry_after: None,
+                            // reqwest errors name the URL, never headers.
+                            message: format!("request failed: {}", e.without_url()),
+                        })
+                    })?;
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if status.as_u16() == 401 || status.as_u16() == 403 {
+                        return Err(ProviderCallError::Unauthorized(AttemptError {
+                            retryable: false,
+                            retry_after: None,
+                            message: format!("provider refused the key ({status})"),
+                        }));
+                    }
+                    if !status.is_success() {
+                        return Err(ProviderCallError::Other(AttemptError {
+                            retryable: status.as_u16() == 429 || status.is_server_error(),
+                            retry_after,
+                            message: format!("provider answered {status}"),
+                        }));
+                    }
+                    let body: Value = response.json().await.map_err(|e| {
+                        ProviderCallError::Other(AttemptError {
+                            retryable: false,
+                            retry_after: None,
+                            message: format!("unreadable response: {}", e.without_url()),
+                        })
+                    })?;
+                    parse_openai_embeddings(&body).map_err(|message| {
+                        ProviderCallError::Other(AttemptError {
+                            retryable: false,
+                            retry_after: None,
+                            message,
+                        })
+                    })
+                }
+            })
+            .await
+    }
+}
+
+/// `{"data": [{"index": i, "embedding": [...]}, ...]}` in index order.
+fn parse_openai_embeddings(body: &Value) -> Result<Vec<Vec<f32>>, String> {
+    let data = body["data"]
+        .as_array()
+        .ok_or_else(|| "response has no `data` array".to_owned())?;
+    let mut out: Vec<(u64, Vec<f32>)> = Vec::with_capacity(data.len());
+    for (position, item) in data.iter().enumerate() {
+        let index = item["index"].as_u64().unwrap_or(position as u64);
+        let vector = item["embedding"]
+            .as_array()
+            .ok_or_else(|| "an item has no `embedding` array".to_owned())?
+            .iter()
+            .map(|x| x.as_f64().map(|x| x as f32))
+            .collect::<Option<Vec<f32>>>()
+            .ok_or_else(|| "an embedding holds a non-number".to_owned())?;
+        out.push((index, vector));
+    }
+    out.sort_by_key(|(index, _)| *index);
+    Ok(out.into_iter().map(|(_, v)| v).collect())
+}
+
+#[async_trait]
+impl Embedder for OpenAiCompatibleEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dimension(&self) -> usize {
+        self.config.dimension
+    }
+
+    fn max_batch(&self) -> usize {
+        self.config.max_batch
+    }
+
+    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+        if texts.len() > self.config.max_batch {
+            return Err(EmbeddingError::BatchTooLarge {
+                got: texts.len(),
+                limit: self.config.max_batch,
+            });
+        }
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.attempt(texts).await {
+                Ok(mut vectors) => {
+                    check_output(self, texts.len(), &vectors)?;
+                    // Providers normalise differently; the index expects unit vectors either way.
+                    for v in &mut vectors {
+                        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                        if norm > 0.0 {
+                            v.iter_mut().for_each(|x| *x /= norm);
+                        }
+                    }
+                    return Ok(vectors);
+                }
+                Err(LeasedCallError::Credentials(e)) => {
+                    return Err(EmbeddingError::Model(format!(
+                        "no usable key for provider {}: {e}",
+                        self.config.provider
+                    )))
+                }
+                Err(LeasedCallError::Provider(e))
+                    if e.retryable && attempt < self.config.attempts =>
+                {
+                    tokio::time::sleep(e.retry_after.unwrap_or(delay).min(Duration::from_secs(30)))
+                        .await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(LeasedCallError::Provider(e)) => {
+                    return Err(EmbeddingError::Model(format!(
+                        "{} embeddings: {} (after {attempt} attempt(s))",
+                        self.config.provider, e.message
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_read_in_index_order() {
+        let body = json!({"data": [
+            {"index": 1, "embedding": [0.0, 1.0]},
+            {"index": 0, "embedding": [1.0, 0.0]}
+        ]});
+        assert_eq!(
+            parse_openai_embeddings(&body).unwrap_or_default(),
+            vec![vec![1.0, 0.0], vec![0.0, 1.0]]
+        );
+        assert!(parse_openai_embeddings(&json!({"error": "x"})).is_err());
+        assert!(parse_openai_embeddings(&json!({"data": [{"embedding": ["a"]}]})).is_err());
+    }
+}
