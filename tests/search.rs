@@ -616,3 +616,80 @@ async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
         .join(&old_partition.name)
         .exists());
 }
+
+/// Audio is transcribed by a Whisper-compatible provider with a leased key and ingested as its transcript;
+/// without a transcription provider it is refused with 415.
+#[tokio::test]
+async fn audio_is_transcribed_then_searchable() {
+    use ragvault_credentials::{operator_path, Secret};
+    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let url = format!("\"{}\"", provider.base_url);
+    let app = ragvault_testkit::spawn_app_with(&[
+        ("providers.whisper.base_url", url.as_str()),
+        ("ingest.transcription_provider", "\"whisper\""),
+    ])
+    .await;
+    let whisper_key = format!("wk-{}", "voice".repeat(4));
+    provider.accept(&whisper_key);
+    app.key_source
+        .sealed_keyring()
+        .unwrap()
+        .set(
+            &operator_path("whisper"),
+            &Secret::new(whisper_key.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/admin/credentials/whisper/refresh",
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let tenant = app.create_tenant(&unique_slug("audio")).await;
+    let key = &tenant.api_key;
+
+    let mut wav = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00".to_vec();
+    wav.extend_from_slice(&[0u8; 64]);
+    wav.extend_from_slice(
+        b"TRANSCRIPT: To descale the Kestrel kettle, fill it with vinegar and boil it twice.",
+    );
+    let job = upload_file(&app, key, "voice-note.wav", wav.clone()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let hits = search(
+        &app,
+        key,
+        json!({"query": "descale kettle vinegar", "mode": "hybrid"}),
+    )
+    .await;
+    assert_eq!(hits[0]["name"], "voice-note.wav", "{hits:?}");
+    assert!(hits[0]["snippet"]
+        .as_str()
+        .unwrap()
+        .contains("boil it twice"));
+    assert!(provider.requests() >= 1);
+    assert!(!ragvault_testkit::captured_logs().contains(&whisper_key));
+
+    // A service without a transcription provider refuses audio up front.
+    let plain = spawn_app().await;
+    let other = plain.create_tenant(&unique_slug("noaudio")).await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(wav).file_name("x.wav"),
+    );
+    let r = plain
+        .client
+        .post(plain.url("/v1/documents"))
+        .bearer_auth(&other.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
+}

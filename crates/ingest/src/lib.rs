@@ -12,6 +12,7 @@ mod pdf;
 pub mod pipeline;
 pub mod sealed;
 pub mod secrets;
+pub mod transcribe;
 
 pub use html::HtmlParser;
 pub use markdown::MarkdownParser;

@@ -25,6 +25,8 @@ pub enum Format {
     Markdown,
     Html,
     Pdf,
+    /// WAV, MP3 or M4A: transcribed, then ingested as text.
+    Audio,
 }
 
 /// Why an upload is refused before it is queued.
@@ -38,6 +40,8 @@ pub enum SubmitError {
     Empty,
     #[error("the ingest queue is full; retry later")]
     QueueFull,
+    #[error("audio needs a transcription provider (ingest.transcription_provider), and none is configured")]
+    NoTranscriber,
     #[error(transparent)]
     Content(#[from] ContentError),
 }
@@ -82,6 +86,9 @@ pub fn detect_format(
     let head = &content[..content.len().min(8192)];
     if head.starts_with(b"%PDF-") {
         return Ok(Format::Pdf);
+    }
+    if crate::transcribe::is_audio(head) {
+        return Ok(Format::Audio);
     }
     let magic: [(&[u8], &str); 5] = [
         (
@@ -172,6 +179,7 @@ pub struct PipelineSettings {
 }
 
 pub struct Pipeline {
+    transcriber: Option<Arc<crate::transcribe::Transcriber>>,
     store: Store,
     content: SealedContent,
     indexer: Indexer,
@@ -190,8 +198,20 @@ impl Pipeline {
         tokenizer: Arc<dyn TokenCount>,
         settings: PipelineSettings,
     ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
+        Self::start_inner(store, content, indexer, tokenizer, settings, None)
+    }
+
+    fn start_inner(
+        store: Store,
+        content: SealedContent,
+        indexer: Indexer,
+        tokenizer: Arc<dyn TokenCount>,
+        settings: PipelineSettings,
+        transcriber: Option<Arc<crate::transcribe::Transcriber>>,
+    ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let pipeline = Arc::new(Pipeline {
+            transcriber,
             store,
             content,
             indexer,
@@ -234,6 +254,9 @@ impl Pipeline {
             upload.content_type.as_deref(),
             &upload.name,
         )?;
+        if format == Format::Audio && self.transcriber.is_none() {
+            return Err(SubmitError::NoTranscriber);
+        }
         let permit = self
             .queue
             .try_reserve()
@@ -270,6 +293,18 @@ impl Pipeline {
         self.store.insert_job(&job).await?;
         permit.send(job_id);
         Ok((job_id, document_id))
+    }
+
+    /// Audio uploads are transcribed with this (otherwise refused with 415).
+    pub fn start_with_transcriber(
+        store: Store,
+        content: SealedContent,
+        indexer: Indexer,
+        tokenizer: Arc<dyn TokenCount>,
+        settings: PipelineSettings,
+        transcriber: Option<Arc<crate::transcribe::Transcriber>>,
+    ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
+        Self::start_inner(store, content, indexer, tokenizer, settings, transcriber)
     }
 
     pub fn stats(&self) -> &IngestStats {
@@ -376,7 +411,31 @@ impl Pipeline {
             .ok()
             .and_then(|h: Vec<u8>| serde_json::from_slice::<JobHeader>(&h).ok())
             .ok_or_else(|| JobFailure::permanent("internal_error", "job header is unreadable"))?;
-        let format = header.format;
+        let mut format = header.format;
+        let mut bytes = bytes;
+        if format == Format::Audio {
+            let Some(transcriber) = &self.transcriber else {
+                return Err(JobFailure::permanent(
+                    "unsupported_media_type",
+                    "audio needs a transcription provider",
+                ));
+            };
+            let transcript =
+                transcriber
+                    .transcribe(&bytes, &header.name)
+                    .await
+                    .map_err(|e| match e {
+                        crate::transcribe::TranscriptionError::Unavailable(why) => {
+                            JobFailure::Transient(why)
+                        }
+                        crate::transcribe::TranscriptionError::Refused(why) => {
+                            JobFailure::permanent("transcription_failed", &why)
+                        }
+                    })?;
+            // From here on the document is its transcript (the audio itself is not kept).
+            bytes = transcript.into_bytes();
+            format = Format::PlainText;
+        }
         // Parsers run on a blocking thread with a time limit: hostile input (a PDF that sends the extractor
         // in circles) fails its job instead of stalling a worker. The thread itself cannot be stopped; it
         // finishes or dies with the process.
@@ -386,6 +445,7 @@ impl Pipeline {
             Format::Markdown => MarkdownParser.parse(&to_parse),
             Format::Html => HtmlParser.parse(&to_parse),
             Format::Pdf => PdfParser.parse(&to_parse),
+            Format::Audio => Err(IngestError::Malformed("audio reached the parser".into())),
         });
         let parsed = match tokio::time::timeout(self.settings.parse_timeout, parsing).await {
             Ok(Ok(result)) => result,

@@ -42,6 +42,10 @@ pub struct IngestSettings {
     pub chunk_overlap_tokens: usize,
     /// Longest one document may take to parse before its job fails with `parse_timeout`.
     pub parse_timeout_secs: u64,
+    /// An OpenAI-compatible `[providers.NAME]` entry whose `/audio/transcriptions` (Whisper) turns audio
+    /// uploads into text; without one, audio is refused with 415.
+    pub transcription_provider: Option<String>,
+    pub transcription_model: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -332,6 +336,13 @@ impl Settings {
             );
         }
         let ingest = &self.ingest;
+        if let Some(provider) = &ingest.transcription_provider {
+            if !self.providers.contains_key(provider) {
+                problems.push(format!(
+                    "ingest.transcription_provider: `{provider}` is not a configured [providers.{provider}] entry"
+                ));
+            }
+        }
         if ingest.parse_timeout_secs == 0 {
             problems.push("ingest.parse_timeout_secs: must be at least 1".to_owned());
         }

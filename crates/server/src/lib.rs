@@ -220,23 +220,46 @@ impl Application {
             index.clone(),
             embedder,
         );
-        let (pipeline, ingest_workers) = ragvault_ingest::pipeline::Pipeline::start(
-            store.clone(),
-            content.clone(),
-            indexer.clone(),
-            tokenizer,
-            ragvault_ingest::pipeline::PipelineSettings {
-                workers: settings.ingest.workers,
-                queue_capacity: settings.ingest.queue_capacity,
-                chunking: ragvault_ingest::chunk::ChunkingConfig {
-                    target_tokens: settings.ingest.chunk_target_tokens,
-                    max_tokens: settings.ingest.chunk_max_tokens,
-                    overlap_tokens: settings.ingest.chunk_overlap_tokens,
+        let transcriber = match &settings.ingest.transcription_provider {
+            Some(provider) => Some(Arc::new(
+                ragvault_ingest::transcribe::Transcriber::new(
+                    ragvault_ingest::transcribe::TranscriberConfig {
+                        provider: provider.clone(),
+                        base_url: settings
+                            .providers
+                            .get(provider)
+                            .map(|p| p.base_url.clone())
+                            .unwrap_or_default(),
+                        model: settings.ingest.transcription_model.clone(),
+                        timeout: std::time::Duration::from_secs(300),
+                    },
+                    leases.clone(),
+                )
+                .map_err(|e| ServerError::Serve(std::io::Error::other(e.to_string())))?,
+            )),
+            None => None,
+        };
+        let (pipeline, ingest_workers) =
+            ragvault_ingest::pipeline::Pipeline::start_with_transcriber(
+                store.clone(),
+                content.clone(),
+                indexer.clone(),
+                tokenizer,
+                ragvault_ingest::pipeline::PipelineSettings {
+                    workers: settings.ingest.workers,
+                    queue_capacity: settings.ingest.queue_capacity,
+                    chunking: ragvault_ingest::chunk::ChunkingConfig {
+                        target_tokens: settings.ingest.chunk_target_tokens,
+                        max_tokens: settings.ingest.chunk_max_tokens,
+                        overlap_tokens: settings.ingest.chunk_overlap_tokens,
+                    },
+                    secret_policy: ragvault_ingest::secrets::SecretPolicy::Reject,
+                    parse_timeout: std::time::Duration::from_secs(
+                        settings.ingest.parse_timeout_secs,
+                    ),
                 },
-                secret_policy: ragvault_ingest::secrets::SecretPolicy::Reject,
-                parse_timeout: std::time::Duration::from_secs(settings.ingest.parse_timeout_secs),
-            },
-        );
+                transcriber,
+            );
         let mut background = vec![
             tokio::spawn(write_audit_events(store.clone(), events_rx)),
             tokio::spawn(leases.clone().run_refresher()),

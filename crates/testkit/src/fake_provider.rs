@@ -38,6 +38,7 @@ impl FakeOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/embeddings", post(embeddings))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -212,4 +213,43 @@ pub fn fake_embedding(text: &str) -> Vec<f32> {
         v[(hash % FAKE_EMBEDDING_DIMENSION as u64) as usize] += 1.0;
     }
     v
+}
+
+/// Whisper's shape (`multipart/form-data` with `file` and `model`, answer `{"text": ...}`). The fake "hears"
+/// whatever follows the marker `TRANSCRIPT:` inside the audio bytes, so tests can script what was said.
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    if let Some(refused) = refuse(&shared, &headers) {
+        return refused;
+    }
+    let mut audio = Vec::new();
+    let mut model = String::new();
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name() {
+            Some("file") => audio = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+            Some("model") => model = field.text().await.unwrap_or_default(),
+            _ => {}
+        }
+    }
+    if audio.is_empty() || model.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"message": "file and model are required", "type": "invalid_request_error"}})),
+        )
+            .into_response();
+    }
+    let marker = b"TRANSCRIPT:";
+    let text = audio
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .map(|at| {
+            String::from_utf8_lossy(&audio[at + marker.len()..])
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    Json(json!({ "text": text })).into_response()
 }

@@ -215,7 +215,7 @@ async fn accept(
 
 fn submit_error(err: SubmitError) -> ApiError {
     match err {
-        SubmitError::UnsupportedMediaType(_) => ApiError::new(
+        SubmitError::UnsupportedMediaType(_) | SubmitError::NoTranscriber => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             err.to_string(),
