@@ -693,3 +693,62 @@ async fn audio_is_transcribed_then_searchable() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unsupported_media_type");
 }
+
+/// Gemini's `batchEmbedContents` wire format: key in `x-goog-api-key`, a refused key (Gemini's 400
+/// API_KEY_INVALID) refreshed once after rotation.
+#[tokio::test]
+async fn gemini_embeddings_work_and_pick_up_a_rotated_key() {
+    use ragvault_credentials::{operator_path, Secret};
+    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let url = format!("\"{}\"", provider.gemini_base_url());
+    let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
+    let app = ragvault_testkit::spawn_app_with(&[
+        ("providers.gemini.base_url", url.as_str()),
+        ("providers.gemini.api", "\"gemini\""),
+        ("embedding.provider", "\"gemini\""),
+        ("embedding.model", "\"text-embedding-004\""),
+        ("embedding.dimension", dimension.as_str()),
+    ])
+    .await;
+    let keyring = app.key_source.sealed_keyring().unwrap();
+    let first = format!("gk-{}", "one".repeat(6));
+    provider.accept(&first);
+    keyring
+        .set(
+            &operator_path("gemini"),
+            &Secret::new(first.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+    call(
+        &app,
+        Method::POST,
+        "/v1/admin/credentials/gemini/refresh",
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    let tenant = app.create_tenant(&unique_slug("gemini")).await;
+    ingest(&app, &tenant.api_key, "pump.md", PUMP_MANUAL, &[]).await;
+    let second = format!("gk-{}", "two".repeat(6));
+    keyring
+        .set(
+            &operator_path("gemini"),
+            &Secret::new(second.clone()),
+            None,
+            None,
+        )
+        .unwrap();
+    provider.accept(&second);
+    provider.revoke(&first);
+    ingest(&app, &tenant.api_key, "router.md", ROUTER_MANUAL, &[]).await;
+    assert!(provider.rejected() >= 1);
+    let hits = search(
+        &app,
+        &tenant.api_key,
+        json!({"query": "reset button router lights", "mode": "vector"}),
+    )
+    .await;
+    assert_eq!(hits[0]["name"], "router.md", "{hits:?}");
+}

@@ -10,7 +10,7 @@ mod remote;
 mod tokenizer;
 
 pub use local::{LocalEmbedder, LOCAL_MODEL_ID};
-pub use remote::{OpenAiCompatibleEmbedder, RemoteEmbedderConfig};
+pub use remote::{RemoteApi, RemoteEmbedder, RemoteEmbedderConfig};
 pub use tokenizer::{ModelTokenizer, TokenCount};
 
 /// Where `scripts/fetch-model.sh` puts the local model unless `RAGVAULT_MODEL_DIR` says otherwise (the

@@ -1,5 +1,6 @@
 //! Remote embedders over HTTP with keys leased through the credentials crate: any OpenAI-compatible
-//! `/v1/embeddings` endpoint (OpenAI, Mistral, vLLM, llama.cpp, Ollama's OpenAI mode).
+//! `/v1/embeddings` endpoint (OpenAI, Mistral, vLLM, llama.cpp, Ollama's OpenAI mode) and Google Gemini's
+//! `batchEmbedContents`.
 //!
 //! The key is lent to the request builder only (`Lease::with_key`); a refused key triggers one re-read and
 //! one retry (`LeaseManager::call_with_lease`); 429 and 5xx are retried with exponential backoff (honouring
@@ -12,12 +13,25 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What an OpenAI-compatible embedder talks to and how.
+/// A provider's wire format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteApi {
+    /// `POST {base}/embeddings` with a bearer key.
+    #[default]
+    Openai,
+    /// `POST {base}/models/{model}:batchEmbedContents` with `x-goog-api-key`.
+    Gemini,
+}
+
+/// What a remote embedder talks to and how.
 #[derive(Clone, Debug)]
 pub struct RemoteEmbedderConfig {
     /// Provider name: the key is leased as `providers/<provider>`.
     pub provider: String,
-    /// Base URL ending in `/v1` (`https://api.openai.com/v1`, `https://api.mistral.ai/v1`, ...).
+    pub api: RemoteApi,
+    /// Base URL: `https://api.openai.com/v1`, `https://api.mistral.ai/v1`,
+    /// `https://generativelanguage.googleapis.com/v1beta`, ...
     pub base_url: String,
     pub model: String,
     pub dimension: usize,
@@ -27,7 +41,7 @@ pub struct RemoteEmbedderConfig {
     pub timeout: Duration,
 }
 
-pub struct OpenAiCompatibleEmbedder {
+pub struct RemoteEmbedder {
     config: RemoteEmbedderConfig,
     model_id: String,
     client: reqwest::Client,
@@ -43,7 +57,7 @@ struct AttemptError {
     message: String,
 }
 
-impl OpenAiCompatibleEmbedder {
+impl RemoteEmbedder {
     pub fn new(
         config: RemoteEmbedderConfig,
         leases: Arc<LeaseManager>,
@@ -52,7 +66,7 @@ impl OpenAiCompatibleEmbedder {
             .timeout(config.timeout)
             .build()
             .map_err(|e| EmbeddingError::Model(format!("http client: {e}")))?;
-        Ok(OpenAiCompatibleEmbedder {
+        Ok(RemoteEmbedder {
             // The provider is part of the id: the same model name at two providers may differ.
             model_id: format!("{}/{}", config.provider, config.model),
             key_ref: ProviderKeyRef::operator(&config.provider),
@@ -66,12 +80,31 @@ impl OpenAiCompatibleEmbedder {
         &self,
         texts: &[String],
     ) -> Result<Vec<Vec<f32>>, LeasedCallError<AttemptError>> {
-        let url = format!("{}/embeddings", self.config.base_url.trim_end_matches('/'));
-        let body = json!({ "model": self.config.model, "input": texts });
+        let base = self.config.base_url.trim_end_matches('/');
+        let api = self.config.api;
+        let (url, body) = match api {
+            RemoteApi::Openai => (
+                format!("{base}/embeddings"),
+                json!({ "model": self.config.model, "input": texts }),
+            ),
+            RemoteApi::Gemini => (
+                format!("{base}/models/{}:batchEmbedContents", self.config.model),
+                json!({ "requests": texts.iter().map(|t| json!({
+                    "model": format!("models/{}", self.config.model),
+                    "content": { "parts": [{ "text": t }] },
+                })).collect::<Vec<_>>() }),
+            ),
+        };
         self.leases
             .call_with_lease(&self.key_ref, |lease| {
-                let request =
-                    lease.with_key(|key| self.client.post(&url).bearer_auth(key).json(&body));
+                let request = lease.with_key(|key| match api {
+                    RemoteApi::Openai => self.client.post(&url).bearer_auth(key).json(&body),
+                    RemoteApi::Gemini => self
+                        .client
+                        .post(&url)
+                        .header("x-goog-api-key", key)
+                        .json(&body),
+                });
                 async move {
                     let response = request.send().await.map_err(|e| {
                         ProviderCallError::Other(AttemptError {
@@ -88,7 +121,12 @@ impl OpenAiCompatibleEmbedder {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    if status.as_u16() == 401 || status.as_u16() == 403 {
+                    // Gemini answers a bad key with 400 API_KEY_INVALID rather than 401.
+                    let text = response.text().await.unwrap_or_default();
+                    let key_refused = status.as_u16() == 401
+                        || status.as_u16() == 403
+                        || (status.as_u16() == 400 && text.contains("API_KEY_INVALID"));
+                    if key_refused {
                         return Err(ProviderCallError::Unauthorized(AttemptError {
                             retryable: false,
                             retry_after: None,
@@ -102,14 +140,18 @@ impl OpenAiCompatibleEmbedder {
                             message: format!("provider answered {status}"),
                         }));
                     }
-                    let body: Value = response.json().await.map_err(|e| {
+                    let body: Value = serde_json::from_str(&text).map_err(|e| {
                         ProviderCallError::Other(AttemptError {
                             retryable: false,
                             retry_after: None,
-                            message: format!("unreadable response: {}", e.without_url()),
+                            message: format!("unreadable response: {e}"),
                         })
                     })?;
-                    parse_openai_embeddings(&body).map_err(|message| {
+                    match api {
+                        RemoteApi::Openai => parse_openai_embeddings(&body),
+                        RemoteApi::Gemini => parse_gemini_embeddings(&body),
+                    }
+                    .map_err(|message| {
                         ProviderCallError::Other(AttemptError {
                             retryable: false,
                             retry_after: None,
@@ -120,6 +162,24 @@ impl OpenAiCompatibleEmbedder {
             })
             .await
     }
+}
+
+/// `{"embeddings": [{"values": [...]}, ...]}`, in request order.
+fn parse_gemini_embeddings(body: &Value) -> Result<Vec<Vec<f32>>, String> {
+    body["embeddings"]
+        .as_array()
+        .ok_or_else(|| "response has no `embeddings` array".to_owned())?
+        .iter()
+        .map(|item| {
+            item["values"]
+                .as_array()
+                .ok_or_else(|| "an item has no `values` array".to_owned())?
+                .iter()
+                .map(|x| x.as_f64().map(|x| x as f32))
+                .collect::<Option<Vec<f32>>>()
+                .ok_or_else(|| "an embedding holds a non-number".to_owned())
+        })
+        .collect()
 }
 
 /// `{"data": [{"index": i, "embedding": [...]}, ...]}` in index order.
@@ -144,7 +204,7 @@ fn parse_openai_embeddings(body: &Value) -> Result<Vec<Vec<f32>>, String> {
 }
 
 #[async_trait]
-impl Embedder for OpenAiCompatibleEmbedder {
+impl Embedder for RemoteEmbedder {
     fn model_id(&self) -> &str {
         &self.model_id
     }
@@ -223,5 +283,11 @@ mod tests {
         );
         assert!(parse_openai_embeddings(&json!({"error": "x"})).is_err());
         assert!(parse_openai_embeddings(&json!({"data": [{"embedding": ["a"]}]})).is_err());
+        let gemini = json!({"embeddings": [{"values": [0.5, 0.5]}, {"values": [1.0, 0.0]}]});
+        assert_eq!(
+            parse_gemini_embeddings(&gemini).unwrap_or_default(),
+            vec![vec![0.5, 0.5], vec![1.0, 0.0]]
+        );
+        assert!(parse_gemini_embeddings(&json!({"error": {"code": 400}})).is_err());
     }
 }

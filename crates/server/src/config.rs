@@ -206,6 +206,9 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub base_url: String,
+    /// Wire format: `openai` (OpenAI, Mistral and every OpenAI-compatible server) or `gemini`.
+    #[serde(default)]
+    pub api: ragvault_embedding::RemoteApi,
 }
 
 /// Everything wrong with a configuration, each problem naming its key.

@@ -412,13 +412,14 @@ fn open_embedder(
         )?));
     }
     // `problems()` has checked that the provider, model and dimension are there.
-    let base_url = settings
+    let (base_url, api) = settings
         .providers
         .get(&embedding.provider)
-        .map(|p| p.base_url.clone())
+        .map(|p| (p.base_url.clone(), p.api))
         .unwrap_or_default();
     let config = ragvault_embedding::RemoteEmbedderConfig {
         provider: embedding.provider.clone(),
+        api,
         base_url,
         model: embedding.model.clone().unwrap_or_default(),
         dimension: embedding.dimension.unwrap_or_default(),
@@ -426,7 +427,7 @@ fn open_embedder(
         attempts: 4,
         timeout: std::time::Duration::from_secs(embedding.request_timeout_secs),
     };
-    Ok(Arc::new(ragvault_embedding::OpenAiCompatibleEmbedder::new(
+    Ok(Arc::new(ragvault_embedding::RemoteEmbedder::new(
         config,
         leases.clone(),
     )?))

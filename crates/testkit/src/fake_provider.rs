@@ -33,12 +33,18 @@ pub struct FakeOpenAi {
 }
 
 impl FakeOpenAi {
+    /// Gemini's base URL on the same fake (`.../v1beta`).
+    pub fn gemini_base_url(&self) -> String {
+        self.base_url.replace("/v1", "/v1beta")
+    }
+
     pub async fn start() -> FakeOpenAi {
         let shared = Arc::new(Shared::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/audio/transcriptions", post(transcriptions))
+            .route("/v1beta/models/{action}", post(gemini_embeddings))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -92,14 +98,35 @@ impl Drop for FakeOpenAi {
 /// Checks the bearer key and any injected failure; `Some(response)` when the request must be refused.
 fn refuse(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    let gemini = headers.contains_key("x-goog-api-key");
     let key = headers
-        .get("authorization")
+        .get("x-goog-api-key")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
         .unwrap_or_default()
         .to_owned();
     if !shared.valid_keys.lock().expect("keys").contains(&key) {
         shared.rejected.fetch_add(1, Ordering::Relaxed);
+        if gemini {
+            // Gemini's shape for a bad key: 400, not 401.
+            return Some(
+                (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": {
+                        "code": 400,
+                        "message": "API key not valid. Please pass a valid API key.",
+                        "status": "INVALID_ARGUMENT",
+                        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]
+                    }})),
+                )
+                    .into_response(),
+            );
+        }
         // OpenAI's shape for a bad key; like the real API it never echoes the key back in full.
         return Some(
             (
@@ -252,4 +279,45 @@ async fn transcriptions(
         })
         .unwrap_or_default();
     Json(json!({ "text": text })).into_response()
+}
+
+/// Gemini's `models/{model}:batchEmbedContents`.
+async fn gemini_embeddings(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(action): axum::extract::Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(refused) = refuse(&shared, &headers) {
+        return refused;
+    }
+    if !action.ends_with(":batchEmbedContents") {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": 404, "status": "NOT_FOUND"}})),
+        )
+            .into_response();
+    }
+    let embeddings: Vec<Value> = body["requests"]
+        .as_array()
+        .map(|requests| {
+            requests
+                .iter()
+                .map(|r| {
+                    let text: String = r["content"]["parts"]
+                        .as_array()
+                        .map(|parts| {
+                            parts
+                                .iter()
+                                .filter_map(|p| p["text"].as_str())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    json!({"values": fake_embedding(&text)})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({ "embeddings": embeddings })).into_response()
 }
