@@ -15,10 +15,12 @@ use std::path::Path;
 mod distance;
 mod embedded;
 pub mod keyword;
+mod qdrant;
 mod wal;
 
 pub use distance::DistUnitCosine;
 pub use embedded::{EmbeddedIndex, EmbeddedSettings};
+pub use qdrant::{QdrantIndex, QdrantSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {

@@ -53,6 +53,8 @@ pub struct IngestSettings {
 pub enum IndexBackend {
     /// hnsw_rs graphs on local disk (one per tenant partition).
     Embedded,
+    /// A Qdrant server (`index.qdrant_url` or `QDRANT_URL`), shared by replicas.
+    Qdrant,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -68,6 +70,10 @@ pub struct IndexSettings {
     /// Graphs with changes are dumped this often (and at shutdown); the WAL covers the time between.
     pub dump_interval_secs: u64,
     pub rebuild_tombstone_ratio: f64,
+    /// Qdrant's gRPC URL (e.g. `http://qdrant:6334`); `QDRANT_URL` overrides it.
+    pub qdrant_url: Option<String>,
+    /// Collections are `<prefix>_d<dimension>`.
+    pub qdrant_collection_prefix: String,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
@@ -253,6 +259,11 @@ impl Settings {
                     .only(&["VAULT_ADDR"])
                     .map(|_| "vault.addr".into()),
             )
+            .merge(
+                Env::raw()
+                    .only(&["QDRANT_URL"])
+                    .map(|_| "index.qdrant_url".into()),
+            )
             .merge(Env::prefixed("RAGVAULT__").split("__"));
         for (key, value) in overrides {
             let toml = format!("{key} = {value}");
@@ -388,6 +399,17 @@ impl Settings {
         if index.ef_construction == 0 || index.ef_search == 0 {
             problems
                 .push("index.ef_construction and index.ef_search: must be at least 1".to_owned());
+        }
+        if index.backend == IndexBackend::Qdrant
+            && index
+                .qdrant_url
+                .as_deref()
+                .is_none_or(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            problems.push(
+                "index.qdrant_url: an http(s):// URL is required with index.backend = \"qdrant\" (or set QDRANT_URL)"
+                    .to_owned(),
+            );
         }
         if index.dump_interval_secs == 0 {
             problems.push("index.dump_interval_secs: must be at least 1".to_owned());

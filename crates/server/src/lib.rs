@@ -444,6 +444,14 @@ fn open_index(settings: &Settings) -> Result<Arc<dyn ragvault_search::VectorInde
             std::fs::create_dir_all(&embedded.dir).map_err(ragvault_search::SearchError::Io)?;
             Ok(Arc::new(ragvault_search::EmbeddedIndex::new(embedded)))
         }
+        config::IndexBackend::Qdrant => Ok(Arc::new(ragvault_search::QdrantIndex::connect(
+            ragvault_search::QdrantSettings {
+                url: settings.index.qdrant_url.clone().unwrap_or_default(),
+                collection_prefix: settings.index.qdrant_collection_prefix.clone(),
+                max_connections: settings.index.max_connections as u64,
+                ef_construction: settings.index.ef_construction as u64,
+            },
+        )?)),
     }
 }
 
