@@ -1,11 +1,17 @@
-"""Fashion-MNIST ANN comparison: ann-benchmarks' split (60k train, 10k test), cosine top-10 ground truth by brute
-force, then hnswlib and faiss-cpu (HNSW flat) on the same M / ef grid, single-threaded queries.
+"""ANN comparison on the same data for every library: brute-force cosine top-10 ground truth, then hnswlib and
+faiss-cpu (HNSW flat) on the same M / ef grid, single-threaded queries.
 
-Writes <out>/train.f32, test.f32 (row-major little-endian float32), gt.u32 (10 ids per query) for the Rust harness,
-and prints one CSV line per (library, M, ef): library,M,ef_construction,ef,recall_at_10,qps,build_seconds.
+  prepare_and_compare.py <out dir> <M,..> <ef,..>                          Fashion-MNIST (ann-benchmarks split:
+                                                                            60k train, 10k test, 784-d)
+  prepare_and_compare.py <out dir> <M,..> <ef,..> <vectors.f32> <dim> <n_train>
+                                                                            any row-major f32 file: the first
+                                                                            n_train rows are indexed, the rest query
 
-Cosine, not ann-benchmarks' euclidean: ragvault's index is cosine (unit vectors), so every library here searches
-the same normalised vectors by inner product.
+Writes <out>/train.f32, test.f32 (row-major little-endian float32) and gt.u32 (10 ids per query) for the Rust
+harness, and prints one CSV line per (library, M, ef): library,M,ef_construction,ef,recall_at_10,qps,build_seconds.
+
+Cosine, not ann-benchmarks' euclidean for Fashion-MNIST: ragvault's index is cosine (unit vectors), so every library
+here searches the same normalised vectors by inner product.
 """
 import gzip, os, sys, time
 import numpy as np
@@ -18,16 +24,25 @@ EF_CONSTRUCTION = 200
 K = 10
 os.makedirs(out, exist_ok=True)
 
-def images(name):
-    with gzip.open(os.path.join(src, name)) as f:
-        data = np.frombuffer(f.read(), dtype=np.uint8, offset=16)
-    x = data.reshape(-1, 784).astype(np.float32)
+def normalise(x):
+    x = x.astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
     return np.ascontiguousarray(x)
 
-train = images("train-images-idx3-ubyte.gz")
-test = images("t10k-images-idx3-ubyte.gz")
-assert train.shape == (60000, 784) and test.shape == (10000, 784)
+def images(name):
+    with gzip.open(os.path.join(src, name)) as f:
+        data = np.frombuffer(f.read(), dtype=np.uint8, offset=16)
+    return normalise(data.reshape(-1, 784))
+
+if len(sys.argv) > 4:
+    dim, n_train = int(sys.argv[5]), int(sys.argv[6])
+    everything = normalise(np.fromfile(sys.argv[4], dtype="<f4").reshape(-1, dim))
+    train, test = everything[:n_train], everything[n_train:]
+else:
+    train = images("train-images-idx3-ubyte.gz")
+    test = images("t10k-images-idx3-ubyte.gz")
+    assert train.shape == (60000, 784) and test.shape == (10000, 784)
+dim = train.shape[1]
 if not os.path.exists(os.path.join(out, "gt.u32")):
     gt = np.empty((len(test), K), dtype=np.uint32)
     for start in range(0, len(test), 1000):
@@ -56,7 +71,7 @@ def run(library, m, build, search):
 try:
     import hnswlib
     def hnswlib_build(m):
-        index = hnswlib.Index(space="ip", dim=784)
+        index = hnswlib.Index(space="ip", dim=dim)
         index.init_index(max_elements=len(train), M=m, ef_construction=EF_CONSTRUCTION, random_seed=1)
         index.set_num_threads(os.cpu_count())
         index.add_items(train, np.arange(len(train)))
@@ -74,7 +89,7 @@ try:
     import faiss
     def faiss_build(m):
         faiss.omp_set_num_threads(os.cpu_count())
-        index = faiss.IndexHNSWFlat(784, m, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = EF_CONSTRUCTION
         index.add(train)
         faiss.omp_set_num_threads(1)

@@ -3,7 +3,8 @@
 //! writes (Fashion-MNIST, ann-benchmarks' split, cosine ground truth). Queries run one at a time through the
 //! `VectorIndex` trait, as retrieval calls it. Prints the same CSV as the Python side.
 //!
-//! `cargo run --release -p ragvault-benches --bin ann -- <dir> <M,M..> <ef,ef..>` (see benches/ann/run.sh)
+//! `cargo run --release -p ragvault-benches --bin ann -- <dir> <M,M..> <ef,ef..> [dimension]` (see
+//! benches/ann/run.sh; the dimension defaults to Fashion-MNIST's 784).
 
 use ragvault_core::PointId;
 use ragvault_search::{
@@ -11,14 +12,13 @@ use ragvault_search::{
 };
 use std::time::Instant;
 
-const DIM: usize = 784;
 const K: usize = 10;
 const EF_CONSTRUCTION: usize = 200;
 
-fn read_f32(path: &std::path::Path) -> Vec<Vec<f32>> {
+fn read_f32(path: &std::path::Path, dim: usize) -> Vec<Vec<f32>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     bytes
-        .chunks_exact(4 * DIM)
+        .chunks_exact(4 * dim)
         .map(|row| {
             row.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -43,8 +43,9 @@ async fn main() {
     );
     let ms = list(args.next(), "16");
     let efs = list(args.next(), "10,20,40,80,160,320");
-    let train = read_f32(&dir.join("train.f32"));
-    let test = read_f32(&dir.join("test.f32"));
+    let dim: usize = args.next().and_then(|d| d.parse().ok()).unwrap_or(784);
+    let train = read_f32(&dir.join("train.f32"), dim);
+    let test = read_f32(&dir.join("test.f32"), dim);
     let gt: Vec<u32> = std::fs::read(dir.join("gt.u32"))
         .expect("gt.u32")
         .chunks_exact(4)
@@ -58,8 +59,8 @@ async fn main() {
         let index = EmbeddedIndex::new(settings);
         let partition = Partition {
             name: "pbench".into(),
-            model_id: "fashion-mnist".into(),
-            dimension: DIM,
+            model_id: "ann-bench".into(),
+            dimension: dim,
         };
         let points: Vec<IndexPoint> = train
             .iter()

@@ -1,7 +1,8 @@
 //! Sentences per second of the local embedder (candle, all-MiniLM-L6-v2) on generated manual sentences, the
 //! same ones `benches/embedding/reference.py speed` gives Python sentence-transformers.
 //!
-//! `cargo run --release -p ragvault-benches --bin embed -- <n> <batch>`
+//! `cargo run --release -p ragvault-benches --bin embed -- <n> <batch> [out.f32]`: with an output path, also
+//! writes every vector (little-endian f32, row-major) for the ANN harness's MiniLM runs.
 #![allow(clippy::expect_used, clippy::print_stdout)]
 
 use ragvault_embedding::{model_dir_from_env, Embedder, LocalEmbedder};
@@ -46,9 +47,17 @@ async fn main() {
         .embed_batch(&texts[..batch])
         .await
         .expect("warm-up");
+    let out_path = args.next();
+    let mut out = Vec::new();
     let started = Instant::now();
     for chunk in texts.chunks(batch) {
-        embedder.embed_batch(chunk).await.expect("embed");
+        let vectors = embedder.embed_batch(chunk).await.expect("embed");
+        if out_path.is_some() {
+            out.extend(vectors.iter().flatten().flat_map(|x| x.to_le_bytes()));
+        }
+    }
+    if let Some(path) = &out_path {
+        std::fs::write(path, &out).expect("write vectors");
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     println!("ragvault candle: {rate:.1} sentences/s (batch {batch})");
