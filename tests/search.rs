@@ -752,3 +752,65 @@ async fn gemini_embeddings_work_and_pick_up_a_rotated_key() {
     .await;
     assert_eq!(hits[0]["name"], "router.md", "{hits:?}");
 }
+
+/// A job run twice (two processes resuming it, or a resume racing a retry) stores its document once and
+/// leaves no index point for the losing run's chunk ids.
+#[tokio::test]
+async fn a_job_run_twice_leaves_no_ghost_points() {
+    use ragvault_ingest::pipeline::{Pipeline, PipelineSettings, Upload};
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("twice")).await;
+    let tenant_id: TenantId = tenant.id.parse().unwrap();
+    let tokenizer = std::sync::Arc::new(ragvault_embedding::tokenizer_from_env().unwrap());
+    let settings = PipelineSettings {
+        workers: 1,
+        queue_capacity: 4,
+        chunking: Default::default(),
+        secret_policy: Default::default(),
+        parse_timeout: std::time::Duration::from_secs(30),
+    };
+    let start = || {
+        Pipeline::start(
+            app.store.clone(),
+            app.state.content.clone(),
+            app.state.indexer.clone(),
+            tokenizer.clone(),
+            settings.clone(),
+        )
+    };
+    // A process that accepted the upload and died before running it.
+    let (dead, workers) = start();
+    workers.iter().for_each(|w| w.abort());
+    let upload = Upload {
+        name: "pump.md".into(),
+        content_type: Some("text/markdown".into()),
+        content: PUMP_MANUAL.as_bytes().to_vec(),
+        metadata: None,
+    };
+    let (job_id, _) = dead.submit(tenant_id, upload, "test").await.unwrap();
+    drop(dead);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Two processes start and both resume it.
+    let (first, _w1) = start();
+    let (second, _w2) = start();
+    let (a, b) = tokio::join!(first.resume_unfinished(), second.resume_unfinished());
+    assert_eq!((a.unwrap(), b.unwrap()), (1, 1));
+    let job = wait_for_job(&app, &tenant.api_key, &job_id.to_string()).await;
+    assert_eq!(job["status"], "done", "{job}");
+    // Let the slower run finish too.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    assert_eq!(
+        in_index, in_postgres,
+        "a duplicate run left points without chunks"
+    );
+    let documents = call(
+        &app,
+        Method::GET,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(documents.body["documents"].as_array().unwrap().len(), 1);
+}

@@ -187,6 +187,8 @@ pub struct Pipeline {
     settings: PipelineSettings,
     queue: mpsc::Sender<JobId>,
     stats: IngestStats,
+    /// Jobs created before this are a previous process's to resume.
+    started_at: time::OffsetDateTime,
 }
 
 impl Pipeline {
@@ -219,6 +221,7 @@ impl Pipeline {
             settings: settings.clone(),
             queue: tx,
             stats: IngestStats::default(),
+            started_at: time::OffsetDateTime::now_utc(),
         });
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let workers = (0..settings.workers.max(1))
@@ -313,7 +316,7 @@ impl Pipeline {
 
     /// Queues every job a previous process left unfinished (waits for queue space).
     pub async fn resume_unfinished(&self) -> Result<usize, SubmitError> {
-        let jobs = self.store.unfinished_jobs().await?;
+        let jobs = self.store.unfinished_jobs(self.started_at).await?;
         for job in &jobs {
             if self.queue.send(*job).await.is_err() {
                 break;

@@ -217,9 +217,10 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             if finished.as_deref() == Some("done") {
-                return Ok(PutOutcome::Stored {
-                    replaced: None,
-                    replaced_points: Vec::new(),
+                // Another run of the same job stored it already: nothing is written, and the caller must
+                // not index the chunk ids it made for this run.
+                return Ok(PutOutcome::Unchanged {
+                    existing: document.id,
                 });
             }
         }

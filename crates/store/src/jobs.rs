@@ -103,11 +103,17 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
-    /// Jobs a previous process left unfinished, oldest first.
-    pub async fn unfinished_jobs(&self) -> Result<Vec<JobId>, StoreError> {
+    /// Jobs a previous process left unfinished (created before `started_at`, this process's start), oldest
+    /// first. Jobs submitted since are already in this process's queue and must not be queued twice.
+    pub async fn unfinished_jobs(
+        &self,
+        started_at: time::OffsetDateTime,
+    ) -> Result<Vec<JobId>, StoreError> {
         let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM ingest_jobs WHERE status IN ('queued', 'running') ORDER BY created_at",
+            "SELECT id FROM ingest_jobs WHERE status IN ('queued', 'running') AND created_at < $1
+             ORDER BY created_at",
         )
+        .bind(started_at)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().map(JobId).collect())
