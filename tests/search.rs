@@ -511,7 +511,6 @@ async fn pdf_manuals_are_ingested_page_by_page() {
 /// partition at the next start.
 #[tokio::test]
 async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
-    use ragvault_credentials::{operator_path, Secret};
     let provider = ragvault_testkit::FakeOpenAi::start().await;
     let url = format!("\"{}\"", provider.base_url);
     let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
@@ -522,28 +521,10 @@ async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
         ("embedding.dimension", dimension.as_str()),
     ])
     .await;
-    let key_source = app.key_source.clone();
-    let keyring = key_source.sealed_keyring().unwrap();
     let first_key = format!("fk-{}", "first".repeat(4));
     provider.accept(&first_key);
-    keyring
-        .set(
-            &operator_path("fakeai"),
-            &Secret::new(first_key.clone()),
-            None,
-            None,
-        )
-        .unwrap();
-    // The service looked for the key at start and found none: re-read it now, as an operator would.
-    let r = call(
-        &app,
-        Method::POST,
-        "/v1/admin/credentials/fakeai/refresh",
-        Some(&app.operator_key),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // The service looked for the key at start and found none: set_provider_key re-reads it, as an operator would.
+    app.set_provider_key("fakeai", &first_key).await;
     let tenant = app.create_tenant(&unique_slug("remote")).await;
     let key = tenant.api_key.clone();
 
@@ -570,14 +551,7 @@ async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
 
     // Rotation: the provider stops accepting the old key; the lease is refreshed once and the call retried.
     let second_key = format!("fk-{}", "second".repeat(4));
-    keyring
-        .set(
-            &operator_path("fakeai"),
-            &Secret::new(second_key.clone()),
-            None,
-            None,
-        )
-        .unwrap();
+    app.store_provider_key("fakeai", &second_key);
     provider.accept(&second_key);
     provider.revoke(&first_key);
     ingest(&app, &key, "heater.md", HEATER_MANUAL, &[]).await;
@@ -621,7 +595,6 @@ async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
 /// without a transcription provider it is refused with 415.
 #[tokio::test]
 async fn audio_is_transcribed_then_searchable() {
-    use ragvault_credentials::{operator_path, Secret};
     let provider = ragvault_testkit::FakeOpenAi::start().await;
     let url = format!("\"{}\"", provider.base_url);
     let app = ragvault_testkit::spawn_app_with(&[
@@ -631,25 +604,7 @@ async fn audio_is_transcribed_then_searchable() {
     .await;
     let whisper_key = format!("wk-{}", "voice".repeat(4));
     provider.accept(&whisper_key);
-    app.key_source
-        .sealed_keyring()
-        .unwrap()
-        .set(
-            &operator_path("whisper"),
-            &Secret::new(whisper_key.clone()),
-            None,
-            None,
-        )
-        .unwrap();
-    let r = call(
-        &app,
-        Method::POST,
-        "/v1/admin/credentials/whisper/refresh",
-        Some(&app.operator_key),
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.set_provider_key("whisper", &whisper_key).await;
     let tenant = app.create_tenant(&unique_slug("audio")).await;
     let key = &tenant.api_key;
 
@@ -698,7 +653,6 @@ async fn audio_is_transcribed_then_searchable() {
 /// API_KEY_INVALID) refreshed once after rotation.
 #[tokio::test]
 async fn gemini_embeddings_work_and_pick_up_a_rotated_key() {
-    use ragvault_credentials::{operator_path, Secret};
     let provider = ragvault_testkit::FakeOpenAi::start().await;
     let url = format!("\"{}\"", provider.gemini_base_url());
     let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
@@ -710,36 +664,13 @@ async fn gemini_embeddings_work_and_pick_up_a_rotated_key() {
         ("embedding.dimension", dimension.as_str()),
     ])
     .await;
-    let keyring = app.key_source.sealed_keyring().unwrap();
     let first = format!("gk-{}", "one".repeat(6));
     provider.accept(&first);
-    keyring
-        .set(
-            &operator_path("gemini"),
-            &Secret::new(first.clone()),
-            None,
-            None,
-        )
-        .unwrap();
-    call(
-        &app,
-        Method::POST,
-        "/v1/admin/credentials/gemini/refresh",
-        Some(&app.operator_key),
-        None,
-    )
-    .await;
+    app.set_provider_key("gemini", &first).await;
     let tenant = app.create_tenant(&unique_slug("gemini")).await;
     ingest(&app, &tenant.api_key, "pump.md", PUMP_MANUAL, &[]).await;
     let second = format!("gk-{}", "two".repeat(6));
-    keyring
-        .set(
-            &operator_path("gemini"),
-            &Secret::new(second.clone()),
-            None,
-            None,
-        )
-        .unwrap();
+    app.store_provider_key("gemini", &second);
     provider.accept(&second);
     provider.revoke(&first);
     ingest(&app, &tenant.api_key, "router.md", ROUTER_MANUAL, &[]).await;

@@ -56,12 +56,16 @@ impl Indexer {
 
     /// The tenant's partition for the current model.
     pub async fn partition(&self, tenant: TenantId) -> Result<Partition, ContentError> {
-        let key = self.content.index_key(tenant).await?;
-        Ok(Partition {
+        Ok(self.partition_for(&self.content.index_key(tenant).await?))
+    }
+
+    /// The partition named by an index key the caller already holds (saves a key lookup per query).
+    pub fn partition_for(&self, key: &ragvault_credentials::IndexKey) -> Partition {
+        Partition {
             name: key.partition_name(self.embedder.model_id()),
             model_id: self.embedder.model_id().to_owned(),
             dimension: self.embedder.dimension(),
-        })
+        }
     }
 
     /// Embeds texts, batching texts of similar length together (less padding per batch); the vectors come

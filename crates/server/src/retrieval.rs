@@ -78,7 +78,7 @@ impl Retriever {
                 .await?
                 .pop()
                 .unwrap_or_default();
-            let partition = self.indexer.partition(tenant).await?;
+            let partition = self.indexer.partition_for(&index_key);
             self.indexer
                 .index()
                 .search(

@@ -190,6 +190,39 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// Stores a provider's operator key in the local keyring and makes the service re-read it at once
+    /// (`POST /v1/admin/credentials/{provider}/refresh`), as an operator adding a key after start would.
+    pub async fn set_provider_key(&self, provider: &str, key: &str) {
+        self.store_provider_key(provider, key);
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/admin/credentials/{provider}/refresh")))
+            .bearer_auth(&self.operator_key)
+            .send()
+            .await
+            .expect("refresh request");
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "refreshing the {provider} key"
+        );
+    }
+
+    /// Writes a new version of a provider's operator key to the local keyring without telling the service:
+    /// it sees the key at its next refresh, or when the provider refuses the old one (rotation).
+    pub fn store_provider_key(&self, provider: &str, key: &str) {
+        self.key_source
+            .sealed_keyring()
+            .expect("the local key source has a keyring")
+            .set(
+                &ragvault_credentials::operator_path(provider),
+                &ragvault_credentials::Secret::new(key.to_owned()),
+                None,
+                None,
+            )
+            .expect("key stored");
+    }
+
     /// Stops the service and starts a new one on the same database, data directory and configuration (on a
     /// new port). `crash: true` aborts it like `kill -9` would, with no shutdown work (no index dump);
     /// otherwise it shuts down gracefully.
