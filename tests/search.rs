@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ragvault_core::{PointId, TenantId};
-use ragvault_testkit::http::{assert_error, call, wait_for_job};
+use ragvault_testkit::http::{assert_error, call, ingest_text, wait_for_job};
 use ragvault_testkit::{spawn_app, unique_slug, TestApp, TestTenant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -21,18 +21,7 @@ const HEATER_MANUAL: &str = "# Calora H3 heater\n\n## Safety\n\nKeep the heater 
 and never cover the air outlet.\n\n## Thermostat\n\nTurn the dial clockwise to raise the target temperature.\n";
 
 async fn ingest(app: &TestApp, key: &str, name: &str, content: &str, tags: &[&str]) -> String {
-    let r = call(
-        app,
-        Method::POST,
-        "/v1/documents",
-        Some(key),
-        Some(json!({"name": name, "content": content, "content_type": "text/markdown", "tags": tags})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
-    let job = wait_for_job(app, key, r.body["job_id"].as_str().unwrap()).await;
-    assert_eq!(job["status"], "done", "{job}");
-    r.body["document_id"].as_str().unwrap().to_owned()
+    ingest_text(app, key, name, content, tags).await
 }
 
 async fn search(app: &TestApp, key: &str, body: Value) -> Vec<Value> {
@@ -511,7 +500,7 @@ async fn pdf_manuals_are_ingested_page_by_page() {
 /// partition at the next start.
 #[tokio::test]
 async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
-    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let provider = ragvault_testkit::FakeProvider::start().await;
     let url = format!("\"{}\"", provider.base_url);
     let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
     let mut app = ragvault_testkit::spawn_app_with(&[
@@ -595,7 +584,7 @@ async fn remote_embeddings_retry_rotate_and_switching_model_reembeds() {
 /// without a transcription provider it is refused with 415.
 #[tokio::test]
 async fn audio_is_transcribed_then_searchable() {
-    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let provider = ragvault_testkit::FakeProvider::start().await;
     let url = format!("\"{}\"", provider.base_url);
     let app = ragvault_testkit::spawn_app_with(&[
         ("providers.whisper.base_url", url.as_str()),
@@ -653,7 +642,7 @@ async fn audio_is_transcribed_then_searchable() {
 /// API_KEY_INVALID) refreshed once after rotation.
 #[tokio::test]
 async fn gemini_embeddings_work_and_pick_up_a_rotated_key() {
-    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let provider = ragvault_testkit::FakeProvider::start().await;
     let url = format!("\"{}\"", provider.gemini_base_url());
     let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
     let app = ragvault_testkit::spawn_app_with(&[

@@ -881,7 +881,7 @@ async fn chat(
 #[tokio::test]
 async fn a_refused_key_is_refreshed_and_retried_once_then_the_circuit_opens() {
     let bao = OpenBao::start().await;
-    let provider = ragvault_testkit::FakeOpenAi::start().await;
+    let provider = ragvault_testkit::FakeProvider::start().await;
     let path = "ragvault/providers/openai";
     bao.put_key(path, "sk-fake-v1").await;
     provider.accept("sk-fake-v1");

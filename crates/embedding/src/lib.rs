@@ -52,6 +52,11 @@ pub trait Embedder: Send + Sync {
     /// Largest batch one call accepts.
     fn max_batch(&self) -> usize;
 
+    /// True when texts never leave the process (no PII pseudonymization needed before embedding).
+    fn runs_locally(&self) -> bool {
+        false
+    }
+
     /// Embeds a batch; the result has one vector per input, in order.
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError>;
 }

@@ -132,6 +132,10 @@ impl Embedder for LocalEmbedder {
         LOCAL_MODEL_ID
     }
 
+    fn runs_locally(&self) -> bool {
+        true
+    }
+
     fn dimension(&self) -> usize {
         DIMENSION
     }

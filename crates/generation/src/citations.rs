@@ -2,6 +2,7 @@
 //! invents `[7]` with five sources must not produce a citation to nothing). Works on whole answers and,
 //! through [`MarkerFilter`], on streamed deltas whose markers may be split across chunks.
 
+use crate::literal_regex;
 use regex::Regex;
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -9,9 +10,7 @@ use std::sync::OnceLock;
 fn marker_pattern() -> &'static Regex {
     static PATTERN: OnceLock<Regex> = OnceLock::new();
     // [1], [2, 3], [1-2] are all common model outputs.
-    PATTERN.get_or_init(|| {
-        Regex::new(r"(\s*)\[\s*(\d{1,3}(?:\s*[,\-–]\s*\d{1,3})*)\s*\]").expect("marker pattern")
-    })
+    PATTERN.get_or_init(|| literal_regex(r"(\s*)\[\s*(\d{1,3}(?:\s*[,\-–]\s*\d{1,3})*)\s*\]"))
 }
 
 /// The answer with invalid markers removed, and the source numbers it cites (1-based, ascending).

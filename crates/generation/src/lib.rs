@@ -25,6 +25,13 @@ pub use pii::{PiiCategory, PiiRules, Pseudonymizer, StreamRestorer};
 pub use prompt::{build_prompt, Prompt, PromptBudget, SourceText};
 pub use providers::{HttpProvider, ProviderApi, ProviderSettings, Timeouts};
 
+/// Compiles a pattern written in this crate's source. The unit tests exercise every one, so a typo fails
+/// the tests, never a request.
+#[allow(clippy::expect_used)]
+pub(crate) fn literal_regex(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("built-in pattern compiles")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenerationError {
     #[error("provider {provider} refused the credential")]

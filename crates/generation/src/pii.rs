@@ -10,10 +10,12 @@ use regex::Regex;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use crate::GenerationError;
+use crate::{literal_regex, GenerationError};
 
 /// A kind of personal data the pseudonymizer recognises.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PiiCategory {
     Email,
@@ -152,14 +154,12 @@ struct Patterns {
 fn patterns() -> &'static Patterns {
     static PATTERNS: OnceLock<Patterns> = OnceLock::new();
     PATTERNS.get_or_init(|| Patterns {
-        email: Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-            .expect("email pattern"),
-        iban: Regex::new(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b").expect("iban pattern"),
-        card: Regex::new(r"\b[0-9](?:[ \-]?[0-9]){12,18}\b").expect("card pattern"),
-        ipv4: Regex::new(r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b").expect("ipv4 pattern"),
-        ipv6: Regex::new(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}").expect("ipv6 pattern"),
-        phone: Regex::new(r"(?:\+[0-9]{1,3}[ .\-]?)?(?:\([0-9]{1,5}\)[ .\-]?)?[0-9]{2,5}(?:[ .\-][0-9]{2,5}){1,5}")
-            .expect("phone pattern"),
+        email: literal_regex(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"),
+        iban: literal_regex(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}\b"),
+        card: literal_regex(r"\b[0-9](?:[ \-]?[0-9]){12,18}\b"),
+        ipv4: literal_regex(r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b"),
+        ipv6: literal_regex(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"),
+        phone: literal_regex(r"(?:\+[0-9]{1,3}[ .\-]?)?(?:\([0-9]{1,5}\)[ .\-]?)?[0-9]{2,5}(?:[ .\-][0-9]{2,5}){1,5}"),
     })
 }
 
@@ -213,7 +213,7 @@ pub fn luhn_is_valid(digits: &[u32]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// ISO 13616: move the first four characters to the end, letters to numbers, remainder mod 97 must be 1.
@@ -325,7 +325,7 @@ impl Pseudonymizer {
 
 fn placeholder_pattern() -> &'static Regex {
     static PATTERN: OnceLock<Regex> = OnceLock::new();
-    PATTERN.get_or_init(|| Regex::new(r"<[A-Z][A-Z0-9_]*_[0-9]+>").expect("placeholder pattern"))
+    PATTERN.get_or_init(|| literal_regex(r"<[A-Z][A-Z0-9_]*_[0-9]+>"))
 }
 
 /// Longest placeholder we hold back for: `<` + label + `_` + number + `>`.

@@ -547,9 +547,9 @@ impl StreamState {
                     }
                     continue;
                 }
-                Ok(Some(Err(e))) => {
+                Ok(Some(Err(_))) => {
+                    // The connection broke mid-answer.
                     let provider = self.provider.clone();
-                    let _ = e;
                     return self.fail(GenerationError::StreamCut { provider });
                 }
                 Ok(Some(Ok(chunk))) => chunk,
@@ -631,11 +631,9 @@ impl StreamState {
                             .unwrap_or(0);
                         self.usage_seen = true;
                     }
-                    "content_block_delta" => {
-                        if data["delta"]["type"] == "text_delta" {
-                            let text = data["delta"]["text"].as_str().unwrap_or_default();
-                            self.push_text(text);
-                        }
+                    "content_block_delta" if data["delta"]["type"] == "text_delta" => {
+                        let text = data["delta"]["text"].as_str().unwrap_or_default();
+                        self.push_text(text);
                     }
                     "message_delta" => {
                         if let Some(out) = data["usage"]["output_tokens"].as_u64() {

@@ -7,6 +7,8 @@ use tiktoken_rs::CoreBPE;
 
 fn encoding() -> &'static CoreBPE {
     static ENCODING: OnceLock<CoreBPE> = OnceLock::new();
+    // The encoding's tables are compiled into tiktoken-rs; loading them cannot fail at run time.
+    #[allow(clippy::expect_used)]
     ENCODING.get_or_init(|| tiktoken_rs::o200k_base().expect("o200k_base ships inside tiktoken-rs"))
 }
 

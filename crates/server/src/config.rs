@@ -27,8 +27,34 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub index: IndexSettings,
     pub search: SearchSettings,
+    pub generation: GenerationSettings,
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSettings {
+    /// Providers tried in order when a tenant's policy names no `failover_chain`: `local` (the extractive
+    /// answerer) or names of `[providers.NAME]` entries that have a `model`.
+    pub chain: Vec<String>,
+    pub max_output_tokens: u32,
+    pub temperature: f32,
+    /// Longer queries are refused with 413 `query_too_large`.
+    pub max_query_chars: usize,
+    pub connect_timeout_ms: u64,
+    pub first_token_timeout_secs: u64,
+    pub total_timeout_secs: u64,
+    /// Attempts per provider for retryable failures (429, 502/503/504, connection refused) before failover.
+    pub attempts: u32,
+    /// Failures in a row that open a provider's circuit breaker, and how long it stays open.
+    pub breaker_failures: u32,
+    pub breaker_cool_down_secs: u64,
+    /// PII replaced before text leaves for a provider (email, phone, card, iban, ip).
+    pub pii_categories: Vec<ragvault_generation::PiiCategory>,
+    /// Extra patterns: name = regular expression; the placeholder is `<NAME_n>`.
+    #[serde(default)]
+    pub pii_patterns: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -212,9 +238,34 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub base_url: String,
-    /// Wire format: `openai` (OpenAI, Mistral and every OpenAI-compatible server) or `gemini`.
+    /// Wire format: `openai`, `openai_compatible` (vLLM, llama.cpp, Ollama...), `mistral`, `anthropic` or
+    /// `gemini`.
     #[serde(default)]
-    pub api: ragvault_embedding::RemoteApi,
+    pub api: ragvault_generation::ProviderApi,
+    /// Chat model, for providers in a failover chain.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The chat model's context window in tokens (sources are trimmed to fit).
+    #[serde(default = "default_context_tokens")]
+    pub context_tokens: usize,
+}
+
+fn default_context_tokens() -> usize {
+    128_000
+}
+
+impl ProviderSettings {
+    /// The embedding wire format of this entry, if it has one (Anthropic has no embeddings API).
+    pub fn embedding_api(&self) -> Option<ragvault_embedding::RemoteApi> {
+        use ragvault_generation::ProviderApi;
+        match self.api {
+            ProviderApi::Openai | ProviderApi::OpenaiCompatible | ProviderApi::Mistral => {
+                Some(ragvault_embedding::RemoteApi::Openai)
+            }
+            ProviderApi::Gemini => Some(ragvault_embedding::RemoteApi::Gemini),
+            ProviderApi::Anthropic => None,
+        }
+    }
 }
 
 /// Everything wrong with a configuration, each problem naming its key.
@@ -281,6 +332,69 @@ impl Settings {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// Whether `name` can stand in a failover chain, and if not, why.
+    pub fn chain_member_problem(&self, name: &str) -> Option<String> {
+        if name == "local" {
+            return None;
+        }
+        match self.providers.get(name) {
+            None => Some(format!(
+                "`{name}` is neither \"local\" nor a configured [providers.{name}] entry"
+            )),
+            Some(p) if p.model.as_deref().is_none_or(str::is_empty) => Some(format!(
+                "[providers.{name}] needs a `model` to answer questions"
+            )),
+            Some(_) => None,
+        }
+    }
+
+    fn generation_problems(&self) -> Vec<String> {
+        let generation = &self.generation;
+        let mut problems = Vec::new();
+        if generation.chain.is_empty() {
+            problems.push(
+                "generation.chain: name at least one provider (\"local\" needs no key)".into(),
+            );
+        }
+        for name in &generation.chain {
+            if let Some(problem) = self.chain_member_problem(name) {
+                problems.push(format!("generation.chain: {problem}"));
+            }
+        }
+        if generation.max_output_tokens == 0 || generation.max_query_chars == 0 {
+            problems.push(
+                "generation.max_output_tokens and generation.max_query_chars: must be at least 1"
+                    .into(),
+            );
+        }
+        if !(0.0..=2.0).contains(&generation.temperature) {
+            problems.push("generation.temperature: must be between 0 and 2".into());
+        }
+        if generation.connect_timeout_ms == 0
+            || generation.first_token_timeout_secs == 0
+            || generation.total_timeout_secs == 0
+            || generation.attempts == 0
+            || generation.breaker_failures == 0
+        {
+            problems.push(
+                "generation timeouts, attempts and breaker_failures: must be at least 1".into(),
+            );
+        }
+        for (name, pattern) in &generation.pii_patterns {
+            if let Err(e) = regex::Regex::new(pattern) {
+                problems.push(format!("generation.pii_patterns.{name}: {e}"));
+            }
+        }
+        for (name, provider) in &self.providers {
+            if provider.context_tokens < 1024 {
+                problems.push(format!(
+                    "providers.{name}.context_tokens: must be at least 1024"
+                ));
+            }
+        }
+        problems
     }
 
     /// Every problem with the values, as `key: what is wrong`. Pure: touches no file or network.
@@ -386,6 +500,15 @@ impl Settings {
                 problems.push("embedding.model and embedding.dimension: required with a remote embedding.provider".to_owned());
             }
         }
+        if let Some(provider) = self.providers.get(&embedding.provider) {
+            if provider.embedding_api().is_none() {
+                problems.push(format!(
+                    "embedding.provider: `{}` uses an API without embeddings",
+                    embedding.provider
+                ));
+            }
+        }
+        problems.extend(self.generation_problems());
         if embedding.max_batch == 0 || embedding.request_timeout_secs == 0 {
             problems.push(
                 "embedding.max_batch and embedding.request_timeout_secs: must be at least 1"

@@ -3,6 +3,7 @@
 //! Architecture invariant: this is the only crate that knows HTTP (axum). Handlers parse a request into
 //! domain types, call a crate, and map the crate's error to a status and a stable code in `error.rs`.
 
+mod answer;
 pub mod config;
 mod db_login;
 mod error;
@@ -42,6 +43,8 @@ pub enum ServerError {
     Model(#[from] ragvault_embedding::EmbeddingError),
     #[error("vector index: {0}")]
     Index(#[from] ragvault_search::SearchError),
+    #[error("generation: {0}")]
+    Generation(#[from] ragvault_generation::GenerationError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -319,9 +322,11 @@ impl Application {
             settings: settings.search.clone(),
             ef_search: settings.index.ef_search,
         };
+        let generator = Arc::new(answer::Generator::new(&settings, &leases, store.clone())?);
         let state = AppState {
             indexer,
             retriever,
+            generator,
             settings: Arc::new(settings),
             store,
             key_source,
@@ -415,7 +420,7 @@ fn open_embedder(
     let (base_url, api) = settings
         .providers
         .get(&embedding.provider)
-        .map(|p| (p.base_url.clone(), p.api))
+        .map(|p| (p.base_url.clone(), p.embedding_api().unwrap_or_default()))
         .unwrap_or_default();
     let config = ragvault_embedding::RemoteEmbedderConfig {
         provider: embedding.provider.clone(),

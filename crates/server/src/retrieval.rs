@@ -53,6 +53,17 @@ impl Retriever {
         tenant: TenantId,
         query: &RetrievalQuery,
     ) -> Result<Vec<RetrievedChunk>, ContentError> {
+        Ok(self.retrieve_timed(tenant, query).await?.0)
+    }
+
+    /// [`Retriever::retrieve`], also returning the time spent embedding the query (a model's time, not
+    /// ours: overhead figures leave it out).
+    pub async fn retrieve_timed(
+        &self,
+        tenant: TenantId,
+        query: &RetrievalQuery,
+    ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
+        let mut embed_time = std::time::Duration::ZERO;
         let index_key = self.content.index_key(tenant).await?;
         let allow: Option<HashSet<PointId>> = if query.documents.is_some() || !query.tags.is_empty()
         {
@@ -62,7 +73,7 @@ impl Retriever {
                 .filtered_points(tenant, query.documents.as_deref(), &tags)
                 .await?;
             if points.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), embed_time));
             }
             Some(points.into_iter().collect())
         } else {
@@ -72,12 +83,14 @@ impl Retriever {
         let vector_hits: Vec<(PointId, f32)> = if query.mode == SearchMode::Keyword {
             Vec::new()
         } else {
+            let embed_started = std::time::Instant::now();
             let vector = self
                 .indexer
                 .embed(std::slice::from_ref(&query.text))
                 .await?
                 .pop()
                 .unwrap_or_default();
+            embed_time = embed_started.elapsed();
             let partition = self.indexer.partition_for(&index_key);
             self.indexer
                 .index()
@@ -160,7 +173,7 @@ impl Retriever {
                 text: chunk.text,
             });
         }
-        Ok(out)
+        Ok((out, embed_time))
     }
 }
 

@@ -18,6 +18,25 @@ pub struct AppState {
     /// Embeds, indexes and reconciles (the vector index behind it).
     pub indexer: ragvault_ingest::indexing::Indexer,
     pub retriever: crate::retrieval::Retriever,
+    /// Providers, breakers and per-tenant failover chains for answers.
+    pub generator: Arc<crate::answer::Generator>,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
+}
+
+impl AppState {
+    /// Circuit-breaker state per provider (`closed`, `open`, `half_open`).
+    pub fn generator_breakers(&self) -> std::collections::HashMap<String, String> {
+        self.generator
+            .breaker_states()
+            .into_iter()
+            .map(|(name, state)| {
+                let state = serde_json::to_value(state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (name, state)
+            })
+            .collect()
+    }
 }

@@ -74,3 +74,57 @@ pub async fn wait_for_job(app: &TestApp, key: &str, job_id: &str) -> Value {
     }
     panic!("job {job_id} did not finish");
 }
+
+/// Uploads a text document through `POST /v1/documents` and waits until it is indexed; returns its id.
+pub async fn ingest_text(
+    app: &TestApp,
+    key: &str,
+    name: &str,
+    content: &str,
+    tags: &[&str],
+) -> String {
+    let r = call(
+        app,
+        Method::POST,
+        "/v1/documents",
+        Some(key),
+        Some(serde_json::json!({"name": name, "content": content, "content_type": "text/markdown", "tags": tags})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = wait_for_job(app, key, r.body["job_id"].as_str().expect("job id")).await;
+    assert_eq!(job["status"], "done", "{job}");
+    r.body["document_id"]
+        .as_str()
+        .expect("document id")
+        .to_owned()
+}
+
+/// Server-Sent Events read whole: `(event name, data)` in order (`message` for unnamed events; data parsed
+/// as JSON when it is JSON, else kept as a string).
+pub async fn sse_events(response: reqwest::Response) -> Vec<(String, Value)> {
+    let text = response.text().await.expect("stream");
+    parse_sse(&text)
+}
+
+pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+            }
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let data = data.join("\n");
+        let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+        events.push((name, value));
+    }
+    events
+}

@@ -10,7 +10,9 @@ mod logs;
 mod openbao;
 
 pub use database::TestDatabase;
-pub use fake_provider::{fake_embedding, FakeOpenAi, FAKE_EMBEDDING_DIMENSION};
+pub use fake_provider::{
+    fake_embedding, FakeProvider, StreamFault, DEFAULT_REPLY, FAKE_EMBEDDING_DIMENSION,
+};
 pub use logs::captured_logs;
 pub use openbao::{OpenBao, OpenBaoOptions};
 

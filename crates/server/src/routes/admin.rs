@@ -92,6 +92,37 @@ pub struct TenantPolicyRequest {
     /// What ingest does with a document containing a credential: `reject` (default) or `redact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_policy: Option<ragvault_ingest::secrets::SecretPolicy>,
+    /// Providers `/v1/ask` tries in order (`local` and configured `[providers.NAME]` entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failover_chain: Option<Vec<String>>,
+    /// PII categories pseudonymized before text leaves for a provider (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pii_categories: Option<Vec<ragvault_generation::PiiCategory>>,
+}
+
+impl TenantPolicyRequest {
+    fn validate(&self, state: &AppState) -> Result<(), ApiError> {
+        if let Some(chain) = &self.failover_chain {
+            if chain.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_policy",
+                    "policy.failover_chain: name at least one provider",
+                ));
+            }
+            if let Some(problem) = chain
+                .iter()
+                .find_map(|name| state.settings.chain_member_problem(name))
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_provider",
+                    format!("policy.failover_chain: {problem}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Suspends or resumes a tenant (its keys are refused on the next request) and/or replaces its policy.
@@ -112,6 +143,8 @@ pub async fn update_tenant(
     }
     let mut tenant = state.access.get_tenant(tenant_id).await?;
     if let Some(policy) = request.policy {
+        policy.validate(&state)?;
+        state.generator.forget(tenant_id);
         tenant = state
             .access
             .set_tenant_policy(tenant_id, json!(policy), &caller.context())

@@ -1,4 +1,6 @@
 mod admin;
+mod ask;
+mod chat;
 mod credentials;
 mod documents;
 mod health;
@@ -7,6 +9,7 @@ mod metrics;
 mod search;
 mod tenant;
 
+pub(crate) use admin::content_error;
 pub use credentials::credential_error;
 
 use crate::middleware;
@@ -40,7 +43,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/jobs/{job_id}", get(documents::job))
         .route("/v1/search", post(search::search))
-        .route("/v1/ask", post(tenant::ask))
+        .route("/v1/ask", post(ask::ask))
+        .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/widget-tokens", post(tenant::mint_widget_token))
         .route(
             "/v1/admin/tenants",

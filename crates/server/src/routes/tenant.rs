@@ -89,11 +89,6 @@ fn not_built(capability: &str) -> ApiError {
     )
 }
 
-pub async fn ask(caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_tenant_scope(&caller.principal, Scope::Ask)?;
-    Err(not_built("asking"))
-}
-
 pub async fn mint_widget_token(caller: Caller) -> Result<Json<Value>, ApiError> {
     require_tenant_scope(&caller.principal, Scope::Tokens)?;
     Err(not_built("widget tokens"))

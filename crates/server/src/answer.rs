@@ -1,0 +1,361 @@
+//! Grounded answers, shared by `/v1/ask` and `/v1/chat/completions`: pseudonymize the question, retrieve,
+//! pseudonymize the sources, generate through the tenant's failover chain, then (locally) drop citation
+//! markers that cite nothing, restore the personal data and map markers to chunks.
+
+use crate::config::{GenerationSettings, Settings};
+use crate::error::ApiError;
+use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
+use axum::http::StatusCode;
+use ragvault_core::TenantId;
+use ragvault_credentials::LeaseManager;
+use ragvault_generation::breaker::BreakerSettings;
+use ragvault_generation::{
+    AnswerInput, BreakerState, ChainLink, ChatMessage, ChatProvider, CircuitBreaker,
+    ExtractiveAnswerer, GenerationError, HttpProvider, PiiCategory, PiiRules, ProviderChain,
+    ProviderSettings, Pseudonymizer, SourceText, Timeouts,
+};
+use ragvault_store::Store;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The answer when retrieval finds nothing: no provider is called.
+pub const NO_SOURCES_ANSWER: &str =
+    "I could not find anything about this in the documents available to me.";
+
+/// How long a tenant's generation policy (chain, PII categories) is cached before re-reading it.
+const POLICY_TTL: Duration = Duration::from_secs(5);
+
+/// What a tenant's policy says about generation.
+pub struct TenantGeneration {
+    pub chain: ProviderChain,
+    pub pii: Arc<PiiRules>,
+}
+
+/// Every configured provider behind its breaker, the default chain, and per-tenant policies.
+pub struct Generator {
+    links: HashMap<String, ChainLink>,
+    default: Arc<TenantGeneration>,
+    settings: GenerationSettings,
+    custom_pii: Vec<(String, String)>,
+    store: Store,
+    cache: Mutex<HashMap<TenantId, (Instant, Arc<TenantGeneration>)>>,
+}
+
+impl Generator {
+    pub fn new(
+        settings: &Settings,
+        leases: &Arc<LeaseManager>,
+        store: Store,
+    ) -> Result<Generator, GenerationError> {
+        let generation = settings.generation.clone();
+        let breaker = BreakerSettings {
+            failure_threshold: generation.breaker_failures,
+            cool_down: Duration::from_secs(generation.breaker_cool_down_secs),
+        };
+        let mut links: HashMap<String, ChainLink> = HashMap::new();
+        links.insert(
+            "local".into(),
+            ChainLink {
+                provider: Arc::new(ExtractiveAnswerer),
+                breaker: Arc::new(CircuitBreaker::new(breaker)),
+            },
+        );
+        for (name, provider) in &settings.providers {
+            let Some(model) = provider.model.clone().filter(|m| !m.is_empty()) else {
+                continue; // an embedding- or transcription-only entry
+            };
+            let http = HttpProvider::new(
+                ProviderSettings {
+                    name: name.clone(),
+                    api: provider.api,
+                    base_url: provider.base_url.clone(),
+                    model,
+                    context_tokens: provider.context_tokens,
+                    timeouts: Timeouts {
+                        connect: Duration::from_millis(generation.connect_timeout_ms),
+                        first_token: Duration::from_secs(generation.first_token_timeout_secs),
+                        total: Duration::from_secs(generation.total_timeout_secs),
+                    },
+                    attempts: generation.attempts,
+                },
+                leases.clone(),
+            )?;
+            links.insert(
+                name.clone(),
+                ChainLink {
+                    provider: Arc::new(http) as Arc<dyn ChatProvider>,
+                    breaker: Arc::new(CircuitBreaker::new(breaker)),
+                },
+            );
+        }
+        let custom_pii: Vec<(String, String)> = generation
+            .pii_patterns
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut generator = Generator {
+            links,
+            default: Arc::new(TenantGeneration {
+                chain: ProviderChain::new(Vec::new()),
+                pii: Arc::new(PiiRules::none()),
+            }),
+            settings: generation.clone(),
+            custom_pii,
+            store,
+            cache: Mutex::new(HashMap::new()),
+        };
+        generator.default = Arc::new(TenantGeneration {
+            chain: generator.chain(&generation.chain)?,
+            pii: Arc::new(generator.pii_rules(&generation.pii_categories)?),
+        });
+        Ok(generator)
+    }
+
+    pub fn settings(&self) -> &GenerationSettings {
+        &self.settings
+    }
+
+    fn chain(&self, names: &[String]) -> Result<ProviderChain, GenerationError> {
+        names
+            .iter()
+            .map(|name| {
+                self.links.get(name).cloned().ok_or_else(|| {
+                    GenerationError::Config(format!("provider `{name}` is not configured"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(ProviderChain::new)
+    }
+
+    fn pii_rules(&self, categories: &[PiiCategory]) -> Result<PiiRules, GenerationError> {
+        PiiRules::new(categories.iter().copied(), &self.custom_pii)
+    }
+
+    /// Whether `name` can be used in a chain (for validating tenant policies).
+    pub fn knows(&self, name: &str) -> bool {
+        self.links.contains_key(name)
+    }
+
+    /// The tenant's chain and PII rules: its policy's `failover_chain` / `pii_categories`, else the defaults.
+    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {
+        if let Some((at, cached)) = self.lock_cache().get(&tenant) {
+            if at.elapsed() < POLICY_TTL {
+                return Ok(cached.clone());
+            }
+        }
+        let record = self.store.get_tenant(tenant).await?;
+        let policy = &record.policy;
+        let chain: Option<Vec<String>> = policy
+            .get("failover_chain")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let categories: Option<Vec<PiiCategory>> = policy
+            .get("pii_categories")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let resolved = if chain.is_none() && categories.is_none() {
+            self.default.clone()
+        } else {
+            let chain = match chain {
+                Some(names) => self.chain(&names).map_err(|e| {
+                    // A provider removed from config after the policy named it.
+                    tracing::error!(tenant = %tenant, error = %e, "tenant failover chain names an unknown provider");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "provider_unavailable",
+                        "the tenant's failover chain names a provider that is not configured",
+                    )
+                })?,
+                None => self.default.chain.clone(),
+            };
+            let pii = match categories {
+                Some(categories) => Arc::new(
+                    self.pii_rules(&categories)
+                        .map_err(|e| ApiError::internal(&e))?,
+                ),
+                None => self.default.pii.clone(),
+            };
+            Arc::new(TenantGeneration { chain, pii })
+        };
+        self.lock_cache()
+            .insert(tenant, (Instant::now(), resolved.clone()));
+        Ok(resolved)
+    }
+
+    /// Forgets a cached policy (after the policy changed).
+    pub fn forget(&self, tenant: TenantId) {
+        self.lock_cache().remove(&tenant);
+    }
+
+    fn lock_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Arc<TenantGeneration>)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Breaker state per provider, for the admin API and metrics.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        let mut states: Vec<(String, BreakerState)> = self
+            .links
+            .iter()
+            .map(|(name, link)| (name.clone(), link.breaker.state()))
+            .collect();
+        states.sort_by(|a, b| a.0.cmp(&b.0));
+        states
+    }
+}
+
+/// A question made ready for a provider: retrieved, pseudonymized.
+pub struct Grounding {
+    pub pseudonymizer: Pseudonymizer,
+    pub chunks: Vec<RetrievedChunk>,
+    pub input: AnswerInput,
+    pub generation: Arc<TenantGeneration>,
+    /// Time spent embedding the query (a model's time, left out of server overhead figures).
+    pub embed_time: Duration,
+}
+
+/// A source as the response shows it: marker number and where it comes from.
+#[derive(Clone, Debug, Serialize)]
+pub struct Citation {
+    pub n: usize,
+    pub document_id: ragvault_core::DocumentId,
+    pub name: String,
+    pub chunk: u32,
+    pub score: f32,
+    pub snippet: String,
+    /// Whether the answer carries this source's marker (false for every source when the model ignored the
+    /// citation format).
+    pub cited: bool,
+}
+
+/// Checks the query the way every endpoint does.
+pub fn validate_query(query: &str, limit: usize) -> Result<&str, ApiError> {
+    if query.chars().count() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "query_too_large",
+            format!("the query is longer than {limit} characters"),
+        ));
+    }
+    let query = query.trim();
+    if query.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty_query",
+            "the query is empty",
+        ));
+    }
+    Ok(query)
+}
+
+/// What a caller asks, validated.
+pub struct Question<'a> {
+    pub text: &'a str,
+    pub history: &'a [ChatMessage],
+    pub top_k: usize,
+    pub max_output_tokens: u32,
+    pub temperature: f32,
+}
+
+pub async fn ground(
+    generator: &Generator,
+    retriever: &Retriever,
+    tenant: TenantId,
+    asked: Question<'_>,
+) -> Result<Grounding, ApiError> {
+    let Question {
+        text: question,
+        history,
+        top_k,
+        max_output_tokens,
+        temperature,
+    } = asked;
+    let generation = generator.for_tenant(tenant).await?;
+    let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
+    let pseudonymous_question = pseudonymizer.pseudonymize(question);
+    // A remote embedder is a provider too: it gets the pseudonymized question.
+    let search_text = if retriever.indexer.embedder().runs_locally() {
+        question.to_owned()
+    } else {
+        pseudonymous_question.clone()
+    };
+    let (chunks, embed_time) = retriever
+        .retrieve_timed(
+            tenant,
+            &RetrievalQuery {
+                text: search_text,
+                top_k,
+                mode: retriever.settings.mode,
+                documents: None,
+                tags: Vec::new(),
+            },
+        )
+        .await
+        .map_err(crate::routes::content_error)?;
+    let sources: Vec<SourceText> = chunks
+        .iter()
+        .map(|c| SourceText {
+            name: pseudonymizer.pseudonymize(&c.name),
+            text: pseudonymizer.pseudonymize(&c.text),
+        })
+        .collect();
+    let history: Vec<ChatMessage> = history
+        .iter()
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: pseudonymizer.pseudonymize(&m.content),
+        })
+        .collect();
+    Ok(Grounding {
+        pseudonymizer,
+        chunks,
+        input: AnswerInput {
+            question: pseudonymous_question,
+            history,
+            sources,
+            max_output_tokens,
+            temperature,
+        },
+        generation,
+        embed_time,
+    })
+}
+
+/// Citations for the first `sources_used` chunks; `cited` holds the marker numbers found in the answer.
+pub fn citations(
+    chunks: &[RetrievedChunk],
+    sources_used: usize,
+    cited: &BTreeSet<usize>,
+) -> Vec<Citation> {
+    let all = chunks
+        .iter()
+        .take(sources_used)
+        .enumerate()
+        .map(|(i, c)| Citation {
+            n: i + 1,
+            document_id: c.document_id,
+            name: c.name.clone(),
+            chunk: c.chunk,
+            score: c.score,
+            snippet: c.snippet.clone(),
+            cited: cited.contains(&(i + 1)),
+        });
+    if cited.is_empty() {
+        // The model ignored the format: show what it was given, marked as not cited.
+        all.collect()
+    } else {
+        all.filter(|c| c.cited).collect()
+    }
+}
+
+/// The error a client sees when no provider could answer. Which providers failed and why is logged, not
+/// returned: the tenant does not need the operator's provider layout.
+pub fn generation_error(e: GenerationError) -> ApiError {
+    tracing::warn!(error = %e, "no provider answered");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "provider_unavailable",
+        "no AI provider could answer right now; try again shortly",
+    )
+}

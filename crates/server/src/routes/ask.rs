@@ -1,0 +1,339 @@
+//! `POST /v1/ask`: a grounded answer with citations, whole or as SSE (`citations`, `delta`, `usage`, `done`,
+//! or `error`). A `server-timing` header splits the time into embedding, provider and total, so overhead
+//! can be measured from outside.
+
+use crate::answer::{self, citations, generation_error, Citation, Grounding, NO_SOURCES_ANSWER};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Caller};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use ragvault_core::Scope;
+use ragvault_gateway::require_tenant_scope;
+use ragvault_generation::{
+    filter_markers, GenerationError, MarkerFilter, Pseudonymizer, StreamItem, StreamRestorer,
+    TokenUsage,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    query: String,
+    #[serde(default)]
+    top_k: Option<usize>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+pub fn checked_top_k(state: &AppState, top_k: Option<usize>) -> Result<usize, ApiError> {
+    let settings = &state.settings.search;
+    let top_k = top_k.unwrap_or(settings.default_top_k);
+    if top_k == 0 || top_k > settings.max_top_k {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_top_k",
+            format!("top_k must be between 1 and {}", settings.max_top_k),
+        ));
+    }
+    Ok(top_k)
+}
+
+pub fn checked_max_tokens(state: &AppState, max_tokens: Option<u32>) -> Result<u32, ApiError> {
+    let limit = state.generator.settings().max_output_tokens;
+    match max_tokens {
+        None => Ok(limit),
+        Some(n) if n >= 1 && n <= limit => Ok(n),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_max_tokens",
+            format!("max_tokens must be between 1 and {limit}"),
+        )),
+    }
+}
+
+pub fn usage_json(usage: TokenUsage, provider: &str, model: &str) -> Value {
+    json!({
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        // Priced from config/prices.toml once metering lands (issue 8); no provider cost is known here yet.
+        "cost_micro_usd": 0,
+        "provider": provider,
+        "model": model,
+    })
+}
+
+/// `server-timing`: embed (query embedding), provider (generation) and total, in milliseconds.
+pub fn server_timing(embed: Duration, provider: Duration, total: Duration) -> HeaderValue {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    HeaderValue::from_str(&format!(
+        "embed;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
+        ms(embed),
+        ms(provider),
+        ms(total)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("total"))
+}
+
+pub async fn ask(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<AskRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
+    let limits = state.generator.settings();
+    let query = answer::validate_query(&request.query, limits.max_query_chars)?;
+    let top_k = checked_top_k(&state, request.top_k)?;
+    let max_tokens = checked_max_tokens(&state, request.max_tokens)?;
+    let grounding = answer::ground(
+        &state.generator,
+        &state.retriever,
+        tenant,
+        answer::Question {
+            text: query,
+            history: &[],
+            top_k,
+            max_output_tokens: max_tokens,
+            temperature: limits.temperature,
+        },
+    )
+    .await?;
+    if grounding.chunks.is_empty() {
+        return Ok(no_sources(
+            &caller,
+            request.stream,
+            grounding.embed_time,
+            started,
+        ));
+    }
+    if request.stream {
+        return stream_answer(grounding, caller, started).await;
+    }
+    let provider_started = Instant::now();
+    let answer = grounding
+        .generation
+        .chain
+        .complete(&grounding.input)
+        .await
+        .map_err(generation_error)?;
+    let provider_time = provider_started.elapsed();
+    let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
+    let text = grounding.pseudonymizer.restore(&filtered);
+    let body = json!({
+        "answer": text,
+        "citations": citations(&grounding.chunks, answer.sources_used, &cited),
+        "usage": usage_json(answer.usage, &answer.provider, &answer.model),
+        "failover": answer.failovers.iter().map(|f| &f.provider).collect::<Vec<_>>(),
+        "request_id": caller.request_id,
+    });
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(
+        "server-timing",
+        server_timing(grounding.embed_time, provider_time, started.elapsed()),
+    );
+    Ok(response)
+}
+
+/// Nothing retrieved: say so without calling any provider.
+fn no_sources(caller: &Caller, stream: bool, embed: Duration, started: Instant) -> Response {
+    let usage = usage_json(TokenUsage::default(), "none", "none");
+    let mut response = if stream {
+        let events: Vec<Result<Event, Infallible>> = vec![
+            Ok(json_event("citations", &json!({"citations": []}))),
+            Ok(json_event("delta", &json!({"text": NO_SOURCES_ANSWER}))),
+            Ok(json_event("usage", &usage)),
+            Ok(json_event(
+                "done",
+                &json!({"request_id": caller.request_id, "cited": [], "no_sources": true}),
+            )),
+        ];
+        Sse::new(futures::stream::iter(events)).into_response()
+    } else {
+        Json(json!({
+            "answer": NO_SOURCES_ANSWER,
+            "citations": [],
+            "usage": usage,
+            "no_sources": true,
+            "request_id": caller.request_id,
+        }))
+        .into_response()
+    };
+    response.headers_mut().insert(
+        "server-timing",
+        server_timing(embed, Duration::ZERO, started.elapsed()),
+    );
+    response
+}
+
+pub fn json_event(name: &str, data: &Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+/// What turns provider stream items into client text: drop markers that cite nothing, restore PII (both
+/// hold back partial tokens across chunk boundaries).
+pub struct AnswerTextStream {
+    markers: MarkerFilter,
+    restorer: StreamRestorer,
+    pseudonymizer: Pseudonymizer,
+}
+
+impl AnswerTextStream {
+    pub fn new(pseudonymizer: Pseudonymizer, sources: usize) -> AnswerTextStream {
+        AnswerTextStream {
+            markers: MarkerFilter::new(sources),
+            restorer: StreamRestorer::default(),
+            pseudonymizer,
+        }
+    }
+
+    pub fn push(&mut self, delta: &str) -> String {
+        let filtered = self.markers.push(delta);
+        self.restorer.push(&self.pseudonymizer, &filtered)
+    }
+
+    pub fn finish(&mut self) -> String {
+        let filtered = self.markers.finish();
+        let mut out = self.restorer.push(&self.pseudonymizer, &filtered);
+        out.push_str(&self.restorer.finish(&self.pseudonymizer));
+        out
+    }
+
+    pub fn cited(&self) -> Vec<usize> {
+        self.markers.cited().iter().copied().collect()
+    }
+}
+
+/// Error event for a stream that failed after it started (no failover possible once text was sent).
+pub fn stream_error_message(e: &GenerationError) -> &'static str {
+    match e {
+        GenerationError::Timeout { .. } => "the AI provider stopped responding",
+        GenerationError::StreamCut { .. } => "the AI provider ended the answer early",
+        _ => "the AI provider failed while answering",
+    }
+}
+
+async fn stream_answer(
+    grounding: Grounding,
+    caller: Caller,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let provider_started = Instant::now();
+    let answer = grounding
+        .generation
+        .chain
+        .stream(&grounding.input)
+        .await
+        .map_err(generation_error)?;
+    let first_piece = provider_started.elapsed();
+    let sources: Vec<Citation> =
+        citations(&grounding.chunks, answer.sources_used, &Default::default());
+    let state = AskStream {
+        items: answer.items,
+        text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
+        usage: TokenUsage::default(),
+        provider: answer.provider,
+        model: answer.model,
+        request_id: caller.request_id,
+        phase: Phase::Citations(sources),
+    };
+    let events = futures::stream::unfold(state, |mut state| async move {
+        let event = state.next_event().await?;
+        Some((Ok::<_, Infallible>(event), state))
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response.headers_mut().insert(
+        "server-timing",
+        server_timing(grounding.embed_time, first_piece, started.elapsed()),
+    );
+    Ok(response)
+}
+
+enum Phase {
+    Citations(Vec<Citation>),
+    Text,
+    Usage,
+    Done,
+    Finished,
+}
+
+struct AskStream {
+    items: BoxStream<'static, Result<StreamItem, GenerationError>>,
+    text: AnswerTextStream,
+    usage: TokenUsage,
+    provider: String,
+    model: String,
+    request_id: String,
+    phase: Phase,
+}
+
+impl AskStream {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Text) {
+                Phase::Citations(sources) => {
+                    return Some(json_event("citations", &json!({ "citations": sources })));
+                }
+                Phase::Text => match self.items.next().await {
+                    Some(Ok(StreamItem::Delta(delta))) => {
+                        let text = self.text.push(&delta);
+                        if !text.is_empty() {
+                            return Some(json_event("delta", &json!({ "text": text })));
+                        }
+                    }
+                    Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "provider stream failed after it started");
+                        self.phase = Phase::Finished;
+                        return Some(json_event(
+                            "error",
+                            &json!({"error": {
+                                "code": "provider_stream_failed",
+                                "message": stream_error_message(&e),
+                                "request_id": self.request_id,
+                            }}),
+                        ));
+                    }
+                    None => {
+                        self.phase = Phase::Usage;
+                        let rest = self.text.finish();
+                        if !rest.is_empty() {
+                            return Some(json_event("delta", &json!({ "text": rest })));
+                        }
+                    }
+                },
+                Phase::Usage => {
+                    self.phase = Phase::Done;
+                    return Some(json_event(
+                        "usage",
+                        &usage_json(self.usage, &self.provider, &self.model),
+                    ));
+                }
+                Phase::Done => {
+                    self.phase = Phase::Finished;
+                    return Some(json_event(
+                        "done",
+                        &json!({"request_id": self.request_id, "cited": self.text.cited(),
+                                "provider": self.provider, "model": self.model}),
+                    ));
+                }
+                Phase::Finished => {
+                    self.phase = Phase::Finished;
+                    return None;
+                }
+            }
+        }
+    }
+}

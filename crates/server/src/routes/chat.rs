@@ -1,0 +1,408 @@
+//! `POST /v1/chat/completions`: OpenAI's chat completions format, so existing OpenAI SDK clients pointed at
+//! ragvault get grounded answers. Retrieval runs on the last user message; earlier user/assistant turns go
+//! along as conversation history; client `system` messages are ignored (ragvault's grounding instructions
+//! are the system prompt). Authenticated by the tenant key (`Authorization: Bearer`), never a provider key.
+//! Citations ride along in a `ragvault` field that SDKs keep as an extra attribute.
+
+use super::ask::{
+    checked_max_tokens, checked_top_k, json_event, server_timing, stream_error_message,
+    AnswerTextStream,
+};
+use crate::answer::{self, citations, generation_error, NO_SOURCES_ANSWER};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, Caller};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use ragvault_core::Scope;
+use ragvault_gateway::require_tenant_scope;
+use ragvault_generation::{filter_markers, ChatMessage, Role, StreamItem, TokenUsage};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+/// Earlier turns kept as history (the newest ones).
+const MAX_HISTORY_MESSAGES: usize = 10;
+
+#[derive(Deserialize)]
+pub struct ChatCompletionRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<IncomingMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    /// ragvault extension: how many chunks to retrieve.
+    #[serde(default)]
+    top_k: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize)]
+struct IncomingMessage {
+    role: String,
+    #[serde(default)]
+    content: Content,
+}
+
+/// A string, or OpenAI's array of parts (only `text` parts are read).
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Value>),
+    #[default]
+    Null,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        match self {
+            Content::Text(s) => s.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Content::Null => String::new(),
+        }
+    }
+}
+
+fn openai_error(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError::new(status, code, message.to_owned())
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
+    let limits = state.generator.settings();
+    let last_user = request
+        .messages
+        .iter()
+        .rposition(|m| m.role == "user")
+        .ok_or_else(|| {
+            openai_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_user_message",
+                "messages must contain a user message",
+            )
+        })?;
+    let question_text = request.messages[last_user].content.text();
+    let question = answer::validate_query(&question_text, limits.max_query_chars)?;
+    let mut history: Vec<ChatMessage> = request.messages[..last_user]
+        .iter()
+        .filter_map(|m| {
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                _ => return None,
+            };
+            Some(ChatMessage {
+                role,
+                content: m.content.text(),
+            })
+        })
+        .collect();
+    if history.len() > MAX_HISTORY_MESSAGES {
+        history.drain(..history.len() - MAX_HISTORY_MESSAGES);
+    }
+    // Providers want alternating turns starting with a user turn.
+    while history.first().is_some_and(|m| m.role == Role::Assistant) {
+        history.remove(0);
+    }
+    let top_k = checked_top_k(&state, request.top_k)?;
+    let max_tokens =
+        checked_max_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
+    let temperature = request.temperature.unwrap_or(limits.temperature);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(openai_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_temperature",
+            "temperature must be between 0 and 2",
+        ));
+    }
+    let grounding = answer::ground(
+        &state.generator,
+        &state.retriever,
+        tenant,
+        answer::Question {
+            text: question,
+            history: &history,
+            top_k,
+            max_output_tokens: max_tokens,
+            temperature,
+        },
+    )
+    .await?;
+    let id = format!("chatcmpl-{}", caller.request_id);
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    let requested_model = request.model.unwrap_or_else(|| "ragvault".into());
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+
+    if grounding.chunks.is_empty() {
+        let reply = Reply {
+            id,
+            created,
+            model: requested_model,
+        };
+        let mut response = if request.stream {
+            let mut events = vec![
+                reply.chunk(
+                    json!({"role": "assistant", "content": NO_SOURCES_ANSWER}),
+                    None,
+                    json!({"citations": [], "no_sources": true}),
+                ),
+                reply.chunk(json!({}), Some("stop"), Value::Null),
+            ];
+            if include_usage {
+                events.push(reply.usage_chunk(TokenUsage::default()));
+            }
+            events.push(Event::default().data("[DONE]"));
+            Sse::new(futures::stream::iter(
+                events.into_iter().map(Ok::<_, Infallible>),
+            ))
+            .into_response()
+        } else {
+            Json(reply.completion(
+                NO_SOURCES_ANSWER,
+                TokenUsage::default(),
+                json!({"citations": [], "no_sources": true, "provider": "none"}),
+            ))
+            .into_response()
+        };
+        response.headers_mut().insert(
+            "server-timing",
+            server_timing(grounding.embed_time, Duration::ZERO, started.elapsed()),
+        );
+        return Ok(response);
+    }
+
+    let provider_started = Instant::now();
+    if !request.stream {
+        let answer = grounding
+            .generation
+            .chain
+            .complete(&grounding.input)
+            .await
+            .map_err(generation_error)?;
+        let provider_time = provider_started.elapsed();
+        let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
+        let text = grounding.pseudonymizer.restore(&filtered);
+        let reply = Reply {
+            id,
+            created,
+            model: requested_model,
+        };
+        let mut response = Json(reply.completion(
+            &text,
+            answer.usage,
+            json!({
+                "citations": citations(&grounding.chunks, answer.sources_used, &cited),
+                "provider": answer.provider,
+                "model": answer.model,
+                "request_id": caller.request_id,
+            }),
+        ))
+        .into_response();
+        response.headers_mut().insert(
+            "server-timing",
+            server_timing(grounding.embed_time, provider_time, started.elapsed()),
+        );
+        return Ok(response);
+    }
+
+    let answer = grounding
+        .generation
+        .chain
+        .stream(&grounding.input)
+        .await
+        .map_err(generation_error)?;
+    let first_piece = provider_started.elapsed();
+    let sources = citations(&grounding.chunks, answer.sources_used, &Default::default());
+    let reply = Reply {
+        id,
+        created,
+        model: requested_model,
+    };
+    let opening = reply.chunk(
+        json!({"role": "assistant", "content": ""}),
+        None,
+        json!({"citations": sources, "provider": answer.provider, "model": answer.model}),
+    );
+    let state = ChatStreamState {
+        items: answer.items,
+        text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
+        usage: TokenUsage::default(),
+        reply,
+        include_usage,
+        pending: std::collections::VecDeque::from([opening]),
+        ended: false,
+        request_id: caller.request_id,
+    };
+    let events = futures::stream::unfold(state, |mut state| async move {
+        let event = state.next_event().await?;
+        Some((Ok::<_, Infallible>(event), state))
+    });
+    let mut response = Sse::new(events).into_response();
+    response.headers_mut().insert(
+        "server-timing",
+        server_timing(grounding.embed_time, first_piece, started.elapsed()),
+    );
+    Ok(response)
+}
+
+struct Reply {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl Reply {
+    fn completion(&self, text: &str, usage: TokenUsage, extension: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+            "ragvault": extension,
+        })
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>, extension: Value) -> Event {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        });
+        if !extension.is_null() {
+            chunk["ragvault"] = extension;
+        }
+        Event::default().data(chunk.to_string())
+    }
+
+    fn usage_chunk(&self, usage: TokenUsage) -> Event {
+        Event::default().data(
+            json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": usage.input_tokens,
+                    "completion_tokens": usage.output_tokens,
+                    "total_tokens": usage.input_tokens + usage.output_tokens,
+                },
+            })
+            .to_string(),
+        )
+    }
+}
+
+struct ChatStreamState {
+    items: futures::stream::BoxStream<
+        'static,
+        Result<StreamItem, ragvault_generation::GenerationError>,
+    >,
+    text: AnswerTextStream,
+    usage: TokenUsage,
+    reply: Reply,
+    include_usage: bool,
+    pending: std::collections::VecDeque<Event>,
+    ended: bool,
+    request_id: String,
+}
+
+impl ChatStreamState {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.items.next().await {
+                Some(Ok(StreamItem::Delta(delta))) => {
+                    let text = self.text.push(&delta);
+                    if !text.is_empty() {
+                        return Some(self.reply.chunk(
+                            json!({ "content": text }),
+                            None,
+                            Value::Null,
+                        ));
+                    }
+                }
+                Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "provider stream failed after it started");
+                    self.ended = true;
+                    // OpenAI's SDKs raise an APIError for an `error` object inside the stream.
+                    return Some(json_event(
+                        "error",
+                        &json!({"error": {
+                            "code": "provider_stream_failed",
+                            "message": stream_error_message(&e),
+                            "request_id": self.request_id,
+                        }}),
+                    ));
+                }
+                None => {
+                    self.ended = true;
+                    let rest = self.text.finish();
+                    if !rest.is_empty() {
+                        self.pending.push_back(self.reply.chunk(
+                            json!({ "content": rest }),
+                            None,
+                            Value::Null,
+                        ));
+                    }
+                    self.pending.push_back(self.reply.chunk(
+                        json!({}),
+                        Some("stop"),
+                        json!({"cited": self.text.cited()}),
+                    ));
+                    if self.include_usage {
+                        self.pending.push_back(self.reply.usage_chunk(self.usage));
+                    }
+                    self.pending.push_back(Event::default().data("[DONE]"));
+                }
+            }
+        }
+    }
+}
