@@ -54,6 +54,16 @@ enum Command {
         #[arg(long)]
         tenant: String,
     },
+    /// Ask a question through the running service (RAGVAULT_URL, RAGVAULT_API_KEY with scope `ask`).
+    Ask {
+        question: String,
+        /// Print the answer as it is generated.
+        #[arg(long)]
+        stream: bool,
+        /// Chunks to retrieve.
+        #[arg(long)]
+        top_k: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -171,6 +181,11 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::ApiKey(cmd) => api_key(cmd, &settings).await,
         Command::Keys(cmd) => provider_keys(cmd, &settings).await,
         Command::Ingest { paths, tenant } => client::ingest(&paths, &tenant).await,
+        Command::Ask {
+            question,
+            stream,
+            top_k,
+        } => client::ask(&question, stream, top_k).await,
     }
 }
 

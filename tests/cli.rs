@@ -482,3 +482,42 @@ async fn ingest_command_uploads_folders_and_reports_refusals() {
     names.sort();
     assert_eq!(names, ["a.md", "b.txt"]);
 }
+
+/// `ragvault ask` prints the answer and its sources, whole or streamed.
+#[tokio::test]
+async fn ask_command_prints_the_answer_and_its_sources() {
+    let app = ragvault_testkit::spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("cli-ask")).await;
+    ragvault_testkit::http::ingest_text(
+        &app,
+        &tenant.api_key,
+        "router.md",
+        "# Router\n\nTo reset the router, hold the recessed button for ten seconds.",
+        &[],
+    )
+    .await;
+    for stream in [false, true] {
+        let (base, key) = (app.base_url.clone(), tenant.api_key.clone());
+        let output = tokio::task::spawn_blocking(move || {
+            let mut cmd = Command::new(BIN);
+            cmd.env("RAGVAULT_URL", base)
+                .env("RAGVAULT_API_KEY", key)
+                .args(["ask", "How do I reset the router?"]);
+            if stream {
+                cmd.arg("--stream");
+            }
+            cmd.output().unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout} {stderr}");
+        assert!(
+            stdout.contains("hold the recessed button for ten seconds. [1]"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("[1] router.md (chunk 0)"), "{stdout}");
+        assert!(stderr.contains("answered by local/extractive"), "{stderr}");
+    }
+}
