@@ -18,6 +18,7 @@ test:
 	scripts/ensure-postgres.sh
 	scripts/ensure-openbao.sh
 	scripts/fetch-model.sh
+	scripts/ensure-openai-sdk.sh
 	cargo test --workspace --all-targets
 	@if [ -z "$$QDRANT_URL" ]; then echo "NOTE: QDRANT_URL is not set: the Qdrant backend tests (crates/search/tests/qdrant.rs) were skipped, not run."; fi
 

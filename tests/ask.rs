@@ -712,3 +712,50 @@ async fn chat_completions_speaks_openai_format_with_the_tenant_key() {
     .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "no_user_message");
 }
+
+/// The official OpenAI Python SDK (installed by scripts/ensure-openai-sdk.sh, which `make test` runs) pointed
+/// at ragvault gets grounded answers, whole and streamed, with the tenant key.
+#[tokio::test]
+async fn openai_python_sdk_calls_chat_completions() {
+    let venv =
+        std::env::var("RAGVAULT_SDK_VENV").unwrap_or_else(|_| "/var/tmp/ragvault-sdk-venv".into());
+    let python = format!("{venv}/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "the OpenAI SDK venv is missing: run scripts/ensure-openai-sdk.sh (make test does)"
+    );
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(
+        &fake,
+        &[("openai", "openai")],
+        &[("generation.chain", "[\"openai\"]")],
+    )
+    .await;
+    let tenant = tenant_with_manuals(&app).await;
+    let (base, key) = (app.base_url.clone(), tenant.api_key.clone());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .arg("How do I reset the pump?")
+            .env("RAGVAULT_URL", base)
+            .env("RAGVAULT_API_KEY", key)
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let got: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(got["content"], DEFAULT_REPLY);
+    assert_eq!(got["streamed"], DEFAULT_REPLY);
+    assert_eq!(got["finish_reason"], "stop");
+    assert!(got["usage"].as_u64().unwrap() > 0);
+    assert!(got["stream_usage"].as_u64().unwrap() > 0);
+    assert_eq!(got["citations"][0]["name"], "pump.md");
+    assert_eq!(got["refused"], "AuthenticationError");
+}
