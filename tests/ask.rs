@@ -311,6 +311,16 @@ async fn failover_on_5xx_timeout_and_revoked_key_is_invisible_to_the_user() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["usage"]["provider"], "local");
     assert_eq!(r.body["failover"], json!(["primary", "secondary"]));
+
+    // Refusals, timeouts and failovers were logged; the keys never were.
+    let logs = ragvault_testkit::captured_logs();
+    assert!(logs.contains("trying the next one"));
+    for name in ["primary", "secondary"] {
+        assert!(
+            !logs.contains(&key_for(name)),
+            "{name}'s key reached the logs"
+        );
+    }
 }
 
 #[tokio::test]
