@@ -527,7 +527,13 @@ async fn service_reports_credentials_and_never_logs_keys() {
         .collect();
     let app = spawn_app_with(&refs).await;
 
-    let creds = get_credentials(&app).await;
+    // The lease is warmed by a background task at start: wait for it rather than race it.
+    let mut creds = get_credentials(&app).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while creds["providers"][0]["state"] == "pending" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        creds = get_credentials(&app).await;
+    }
     assert_eq!(creds["source"], "vault");
     let openai = &creds["providers"][0];
     assert_eq!(openai["provider"], "openai");

@@ -56,6 +56,15 @@ async fn main() {
         let mut settings = EmbeddedSettings::new(index_dir.path().to_owned());
         settings.max_connections = m;
         settings.ef_construction = EF_CONSTRUCTION;
+        // RAGVAULT_ANN_BUILD=extend,keep_pruned turns on hnsw_rs's optional build heuristics.
+        let build = std::env::var("RAGVAULT_ANN_BUILD").unwrap_or_default();
+        settings.extend_candidates = build.contains("extend");
+        settings.keep_pruned = build.contains("keep_pruned");
+        let label = if build.is_empty() {
+            "ragvault-hnsw_rs".to_owned()
+        } else {
+            format!("ragvault-hnsw_rs[{}]", build.replace(',', "+"))
+        };
         let index = EmbeddedIndex::new(settings);
         let partition = Partition {
             name: "pbench".into(),
@@ -98,9 +107,7 @@ async fn main() {
             }
             let qps = test.len() as f64 / started.elapsed().as_secs_f64();
             let recall = hits as f64 / (test.len() * K) as f64;
-            println!(
-                "ragvault-hnsw_rs,{m},{EF_CONSTRUCTION},{ef},{recall:.4},{qps:.0},{build_s:.1}"
-            );
+            println!("{label},{m},{EF_CONSTRUCTION},{ef},{recall:.4},{qps:.0},{build_s:.1}");
         }
     }
 }

@@ -47,6 +47,11 @@ pub struct EmbeddedSettings {
     pub rebuild_tombstone_ratio: f64,
     /// ...and there are at least this many.
     pub rebuild_min_tombstones: usize,
+    /// hnsw_rs build options: also consider the candidates' neighbours when choosing a new node's links
+    /// (`extend_candidates`), and fill its link list with pruned candidates (`keep_pruned`). Both cost build
+    /// time; see docs/performance.md for what they buy on clustered data.
+    pub extend_candidates: bool,
+    pub keep_pruned: bool,
 }
 
 impl EmbeddedSettings {
@@ -57,6 +62,8 @@ impl EmbeddedSettings {
             ef_construction: 200,
             rebuild_tombstone_ratio: 0.2,
             rebuild_min_tombstones: 64,
+            extend_candidates: false,
+            keep_pruned: false,
         }
     }
 }
@@ -97,6 +104,7 @@ struct PartitionIndex {
     dimension: usize,
     max_connections: usize,
     ef_construction: usize,
+    build: BuildOptions,
     state: RwLock<GraphState>,
     /// Held for every write and every dump, so the WAL and the dump always agree. Searches do not take it.
     writer: Mutex<Writer>,
@@ -124,14 +132,34 @@ fn to_data_id(id: PointId) -> usize {
 }
 const _: () = assert!(std::mem::size_of::<usize>() == 8);
 
-fn new_graph(max_connections: usize, ef_construction: usize, capacity: usize) -> Graph {
-    Hnsw::new(
+/// Build options that are not part of the saved graph (they only change how new nodes are linked).
+#[derive(Clone, Copy, Debug, Default)]
+struct BuildOptions {
+    extend_candidates: bool,
+    keep_pruned: bool,
+}
+
+impl BuildOptions {
+    fn apply(self, mut graph: Graph) -> Graph {
+        graph.set_extend_candidates(self.extend_candidates);
+        graph.set_keeping_pruned(self.keep_pruned);
+        graph
+    }
+}
+
+fn new_graph(
+    max_connections: usize,
+    ef_construction: usize,
+    capacity: usize,
+    options: BuildOptions,
+) -> Graph {
+    options.apply(Hnsw::new(
         max_connections,
         capacity.max(1024),
         MAX_LAYERS,
         ef_construction,
         DistUnitCosine,
-    )
+    ))
 }
 
 /// Every node of a graph. (hnsw_rs's own iterator panics on an empty graph.)
@@ -228,9 +256,13 @@ impl PartitionIndex {
                 asked: format!("{} ({}d)", spec.model_id, spec.dimension),
             });
         }
+        let build = BuildOptions {
+            extend_candidates: settings.extend_candidates,
+            keep_pruned: settings.keep_pruned,
+        };
         let graph = match &manifest.basename {
-            None => new_graph(manifest.max_connections, manifest.ef_construction, 0),
-            Some(basename) => load_dump(&dir, basename, &manifest)?,
+            None => new_graph(manifest.max_connections, manifest.ef_construction, 0, build),
+            Some(basename) => build.apply(load_dump(&dir, basename, &manifest)?),
         };
         let mut nodes = 0;
         let mut live = HashSet::new();
@@ -275,6 +307,7 @@ impl PartitionIndex {
             dimension: manifest.dimension,
             max_connections: manifest.max_connections,
             ef_construction: manifest.ef_construction,
+            build,
             state: RwLock::new(state),
             writer: Mutex::new(Writer {
                 wal: Wal::open(&wal_path)?,
@@ -483,7 +516,12 @@ impl PartitionIndex {
                     points.push((point.get_v().to_vec(), id));
                 }
             }
-            let graph = new_graph(self.max_connections, self.ef_construction, points.len());
+            let graph = new_graph(
+                self.max_connections,
+                self.ef_construction,
+                points.len(),
+                self.build,
+            );
             let refs: Vec<(&Vec<f32>, usize)> = points.iter().map(|(v, id)| (v, *id)).collect();
             graph.parallel_insert(&refs);
             (graph, state.live.clone())
