@@ -769,3 +769,62 @@ async fn openai_python_sdk_calls_chat_completions() {
     assert_eq!(got["citations"][0]["name"], "pump.md");
     assert_eq!(got["refused"], "AuthenticationError");
 }
+
+/// A 429 is retried once (honouring retry-after), then the chain moves on without counting it against the
+/// provider's breaker; a stream that stalls after it started ends with an error event at the total timeout.
+#[tokio::test]
+async fn rate_limits_fail_over_without_tripping_the_breaker_and_stalled_streams_time_out() {
+    let primary = FakeProvider::start().await;
+    let app = spawn_app_with(&[
+        (
+            "providers.primary.base_url",
+            &format!("\"{}\"", primary.base_url),
+        ),
+        ("providers.primary.model", "\"p-model\""),
+        ("generation.chain", "[\"primary\", \"local\"]"),
+        ("generation.attempts", "2"),
+        ("generation.breaker_failures", "1"),
+        ("generation.total_timeout_secs", "3"),
+    ])
+    .await;
+    primary.accept(&key_for("primary"));
+    app.set_provider_key("primary", &key_for("primary")).await;
+    let tenant = tenant_with_manuals(&app).await;
+    let question = json!({"query": "How do I reset the pump?"});
+
+    // One 429, then success: the retry answers.
+    primary.fail_next(1, 429);
+    let before = primary.requests();
+    let r = ask(&app, &tenant.api_key, question.clone()).await;
+    assert_eq!(r.body["usage"]["provider"], "primary", "{}", r.body);
+    assert_eq!(primary.requests(), before + 2);
+
+    // Rate limited on every attempt: the local answerer answers, and the breaker stays closed.
+    primary.fail_next(2, 429);
+    let r = ask(&app, &tenant.api_key, question.clone()).await;
+    assert_eq!(r.body["usage"]["provider"], "local", "{}", r.body);
+    assert_eq!(app.state.generator_breakers()["primary"], "closed");
+
+    // A stream that starts and then stalls past the total timeout: an error event, not a hang.
+    primary.set_piece_delay(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let events = ask_stream(
+        &app,
+        &tenant.api_key,
+        json!({"query": "How do I reset the pump?", "stream": true}),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.0, "error", "{events:?}");
+    assert_eq!(last.1["error"]["code"], "provider_stream_failed");
+    assert_eq!(
+        app.state.generator_breakers()["primary"],
+        "open",
+        "a stalled stream is a provider fault"
+    );
+}

@@ -438,17 +438,20 @@ async fn chat(
         shared: shared.clone(),
         complete: false,
     };
+    // The opening events and the first answer piece go out at once; the pause comes between later pieces,
+    // so a slow stream has already started (no failover possible) when it stalls.
+    let undelayed = opening + 1;
     let body = futures_util::stream::unfold(
-        (events.into_iter(), guard, delay, true),
-        |(mut events, mut guard, delay, first)| async move {
+        (events.into_iter(), guard, delay, 0usize),
+        move |(mut events, mut guard, delay, sent)| async move {
             match events.next() {
                 Some(e) => {
-                    if !first && !delay.is_zero() {
+                    if sent >= undelayed && !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
                     Some((
                         Ok::<_, std::convert::Infallible>(e),
-                        (events, guard, delay, false),
+                        (events, guard, delay, sent + 1),
                     ))
                 }
                 None => {
