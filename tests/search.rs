@@ -224,7 +224,14 @@ async fn deletes_and_replacements_leave_no_index_points_behind() {
     let app = spawn_app().await;
     let (tenant, ids) = tenant_with_manuals(&app, "del").await;
     let key = &tenant.api_key;
-    let (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    // A job is marked done in the transaction that stores the document; its points reach the index just
+    // after that commit, so give the last job's insert a moment.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (mut in_index, mut in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    while in_index != in_postgres && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        (in_index, in_postgres) = index_and_postgres_points(&app, &tenant).await;
+    }
     assert_eq!(in_index, in_postgres);
     assert!(!in_index.is_empty());
 
