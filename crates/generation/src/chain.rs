@@ -113,11 +113,7 @@ impl ProviderChain {
         let mut failovers = Vec::new();
         for link in &self.links {
             let provider = link.provider.as_ref();
-            if link.breaker.admit() == Admission::Rejected {
-                failovers.push(ChainEvent {
-                    provider: provider.name().to_owned(),
-                    error: "circuit breaker open".into(),
-                });
+            if skipped_by_breaker(link, &mut failovers) {
                 continue;
             }
             let (request, sources_used) = self.request_for(provider, input);
@@ -152,11 +148,7 @@ impl ProviderChain {
         let mut failovers = Vec::new();
         for link in &self.links {
             let provider = link.provider.as_ref();
-            if link.breaker.admit() == Admission::Rejected {
-                failovers.push(ChainEvent {
-                    provider: provider.name().to_owned(),
-                    error: "circuit breaker open".into(),
-                });
+            if skipped_by_breaker(link, &mut failovers) {
                 continue;
             }
             let (request, sources_used) = self.request_for(provider, input);
@@ -195,6 +187,18 @@ impl ProviderChain {
         }
         Err(Self::exhausted(&failovers))
     }
+}
+
+/// True (and noted in `failovers`) when the link's breaker refuses the call.
+fn skipped_by_breaker(link: &ChainLink, failovers: &mut Vec<ChainEvent>) -> bool {
+    if link.breaker.admit() != Admission::Rejected {
+        return false;
+    }
+    failovers.push(ChainEvent {
+        provider: link.provider.name().to_owned(),
+        error: "circuit breaker open".into(),
+    });
+    true
 }
 
 /// Reports a call's outcome to its breaker exactly once; a call abandoned midway (the client went away)

@@ -214,13 +214,23 @@ impl AnswerTextStream {
     }
 }
 
-/// Error event for a stream that failed after it started (no failover possible once text was sent).
-pub fn stream_error_message(e: &GenerationError) -> &'static str {
-    match e {
+/// The `error` event for a stream that failed after it started (no failover possible once text was sent).
+/// Logged here, once, for both streaming routes; the client gets a fixed message, never provider details.
+pub fn stream_error_event(e: &GenerationError, request_id: &str) -> Event {
+    tracing::warn!(error = %e, "provider stream failed after it started");
+    let message = match e {
         GenerationError::Timeout { .. } => "the AI provider stopped responding",
         GenerationError::StreamCut { .. } => "the AI provider ended the answer early",
         _ => "the AI provider failed while answering",
-    }
+    };
+    json_event(
+        "error",
+        &json!({"error": {
+            "code": "provider_stream_failed",
+            "message": message,
+            "request_id": request_id,
+        }}),
+    )
 }
 
 async fn stream_answer(
@@ -295,16 +305,8 @@ impl AskStream {
                     }
                     Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "provider stream failed after it started");
                         self.phase = Phase::Finished;
-                        return Some(json_event(
-                            "error",
-                            &json!({"error": {
-                                "code": "provider_stream_failed",
-                                "message": stream_error_message(&e),
-                                "request_id": self.request_id,
-                            }}),
-                        ));
+                        return Some(stream_error_event(&e, &self.request_id));
                     }
                     None => {
                         self.phase = Phase::Usage;

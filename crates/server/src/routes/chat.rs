@@ -5,8 +5,7 @@
 //! Citations ride along in a `ragvault` field that SDKs keep as an extra attribute.
 
 use super::ask::{
-    checked_max_tokens, checked_top_k, json_event, server_timing, stream_error_message,
-    AnswerTextStream,
+    checked_max_tokens, checked_top_k, server_timing, stream_error_event, AnswerTextStream,
 };
 use crate::answer::{self, citations, generation_error, NO_SOURCES_ANSWER};
 use crate::error::ApiError;
@@ -370,17 +369,9 @@ impl ChatStreamState {
                 }
                 Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "provider stream failed after it started");
                     self.ended = true;
                     // OpenAI's SDKs raise an APIError for an `error` object inside the stream.
-                    return Some(json_event(
-                        "error",
-                        &json!({"error": {
-                            "code": "provider_stream_failed",
-                            "message": stream_error_message(&e),
-                            "request_id": self.request_id,
-                        }}),
-                    ));
+                    return Some(stream_error_event(&e, &self.request_id));
                 }
                 None => {
                     self.ended = true;
