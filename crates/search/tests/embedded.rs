@@ -217,7 +217,9 @@ async fn tombstones_past_the_threshold_trigger_a_rebuild() {
         let found = index.search(&p, &query(&point.vector, 1)).await.unwrap();
         assert_eq!(found[0].id, point.id);
     }
-    // The rebuilt graph was dumped: a restart sees the same.
+    // The rebuilt graph is on disk: a restart sees the same. The rebuild's own dump may still be running in
+    // the background; flush waits for the writer (a CI run under load reopened the index mid-dump).
+    index.flush().await.unwrap();
     drop(index);
     let index = index_in(dir.path());
     assert_eq!(index.count(&p).await.unwrap(), 200);
