@@ -114,6 +114,9 @@ struct PartitionIndex {
 struct Inner {
     settings: EmbeddedSettings,
     partitions: Mutex<HashMap<String, Arc<PartitionIndex>>>,
+    /// Partitions dropped since start. A task that derived the name before the drop (a start-up
+    /// reconciliation, a late ingest job) must not bring the directory back; guarded by `partitions`' lock.
+    dropped: Mutex<HashSet<String>>,
 }
 
 /// The embedded default backend of [`VectorIndex`].
@@ -642,6 +645,7 @@ impl EmbeddedIndex {
             inner: Arc::new(Inner {
                 settings,
                 partitions: Mutex::new(HashMap::new()),
+                dropped: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -709,6 +713,14 @@ impl Inner {
                 });
             }
             return Ok(index.clone());
+        }
+        if self
+            .dropped
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .contains(&spec.name)
+        {
+            return Err(SearchError::Dropped);
         }
         if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(SearchError::Backend("invalid partition name".into()));
@@ -839,11 +851,15 @@ impl VectorIndex for EmbeddedIndex {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(SearchError::Backend("invalid partition name".into()));
             }
-            let removed = inner
-                .partitions
-                .lock()
-                .map_err(|_| lock_poisoned())?
-                .remove(&name);
+            let removed = {
+                let mut partitions = inner.partitions.lock().map_err(|_| lock_poisoned())?;
+                inner
+                    .dropped
+                    .lock()
+                    .map_err(|_| lock_poisoned())?
+                    .insert(name.clone());
+                partitions.remove(&name)
+            };
             // Wait for writers of the partition to finish before its files go.
             let _writer = match &removed {
                 Some(index) => Some(index.writer.lock().map_err(|_| lock_poisoned())?),
@@ -889,6 +905,14 @@ impl VectorIndex for EmbeddedIndex {
         let source = dir.to_owned();
         blocking(move || {
             let mut partitions = inner.partitions.lock().map_err(|_| lock_poisoned())?;
+            if inner
+                .dropped
+                .lock()
+                .map_err(|_| lock_poisoned())?
+                .contains(&spec.name)
+            {
+                return Err(SearchError::Dropped);
+            }
             let target = inner.settings.dir.join(&spec.name);
             let staging = inner.settings.dir.join(format!("{}.restoring", spec.name));
             let _ = std::fs::remove_dir_all(&staging);

@@ -34,6 +34,9 @@ pub enum SearchError {
     Io(#[from] std::io::Error),
     #[error("index backend failed: {0}")]
     Backend(String),
+    /// The partition's tenant was deleted: its name is never valid again (it was keyed by a destroyed key).
+    #[error("index partition was dropped")]
+    Dropped,
 }
 
 /// One tenant's partition of the index, as the credentials crate names it, and the model whose vectors it
@@ -91,7 +94,10 @@ pub trait VectorIndex: Send + Sync {
     async fn count(&self, partition: &Partition) -> Result<usize, SearchError>;
     /// Every live point id, for reconciling the index against Postgres.
     async fn point_ids(&self, partition: &Partition) -> Result<HashSet<PointId>, SearchError>;
-    /// Removes the whole partition (tenant deletion).
+    /// Removes the whole partition (tenant deletion) and retires its name for the life of the process:
+    /// every later call on it is `Dropped`, so a task that derived the name before the drop (a start-up
+    /// reconciliation, a late ingest job) cannot bring the partition back. Names are keyed by the tenant's
+    /// destroyed key, so no live tenant can ever need a retired name.
     async fn drop_partition(&self, partition_name: &str) -> Result<(), SearchError>;
     /// Writes a consistent copy of the partition into `dir`.
     async fn snapshot(&self, partition: &Partition, dir: &Path) -> Result<(), SearchError>;

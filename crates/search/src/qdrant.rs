@@ -44,6 +44,8 @@ pub struct QdrantIndex {
     settings: QdrantSettings,
     /// Collections known to exist (created on first use).
     ready: Mutex<HashSet<String>>,
+    /// Partitions dropped by this process: retired for good (see [`VectorIndex::drop_partition`]).
+    dropped: std::sync::Mutex<HashSet<String>>,
 }
 
 fn backend(e: impl std::fmt::Display) -> SearchError {
@@ -96,6 +98,7 @@ impl QdrantIndex {
             client,
             settings,
             ready: Mutex::new(HashSet::new()),
+            dropped: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -105,6 +108,9 @@ impl QdrantIndex {
 
     /// The partition's collection, created (with the tenant field index) on first use.
     async fn ensure_collection(&self, partition: &Partition) -> Result<String, SearchError> {
+        if self.is_dropped(&partition.name)? {
+            return Err(SearchError::Dropped);
+        }
         let name = self.collection(partition.dimension);
         let mut ready = self.ready.lock().await;
         if ready.contains(&name) {
@@ -150,6 +156,36 @@ impl QdrantIndex {
     }
 
     /// Every live point of a partition with its vector.
+    fn is_dropped(&self, partition_name: &str) -> Result<bool, SearchError> {
+        Ok(self
+            .dropped
+            .lock()
+            .map_err(|_| SearchError::Backend("qdrant: lock poisoned".into()))?
+            .contains(partition_name))
+    }
+
+    /// Deletes every point of the partition, in every collection this prefix owns.
+    async fn delete_partition_points(&self, partition_name: &str) -> Result<(), SearchError> {
+        let collections = self.client.list_collections().await.map_err(backend)?;
+        for collection in collections.collections {
+            if !collection
+                .name
+                .starts_with(&self.settings.collection_prefix)
+            {
+                continue;
+            }
+            self.client
+                .delete_points(
+                    DeletePointsBuilder::new(&collection.name)
+                        .points(partition_filter(partition_name))
+                        .wait(true),
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
     async fn scroll_all(
         &self,
         collection: &str,
@@ -303,24 +339,11 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn drop_partition(&self, partition_name: &str) -> Result<(), SearchError> {
-        let collections = self.client.list_collections().await.map_err(backend)?;
-        for collection in collections.collections {
-            if !collection
-                .name
-                .starts_with(&self.settings.collection_prefix)
-            {
-                continue;
-            }
-            self.client
-                .delete_points(
-                    DeletePointsBuilder::new(&collection.name)
-                        .points(partition_filter(partition_name))
-                        .wait(true),
-                )
-                .await
-                .map_err(backend)?;
-        }
-        Ok(())
+        self.dropped
+            .lock()
+            .map_err(|_| SearchError::Backend("qdrant: lock poisoned".into()))?
+            .insert(partition_name.to_owned());
+        self.delete_partition_points(partition_name).await
     }
 
     async fn snapshot(&self, partition: &Partition, dir: &Path) -> Result<(), SearchError> {
@@ -351,7 +374,10 @@ impl VectorIndex for QdrantIndex {
                 vector,
             });
         }
-        self.drop_partition(&partition.name).await?;
+        if self.is_dropped(&partition.name)? {
+            return Err(SearchError::Dropped);
+        }
+        self.delete_partition_points(&partition.name).await?;
         self.upsert(partition, points).await
     }
 

@@ -321,5 +321,15 @@ async fn snapshot_then_restore_brings_back_the_partition() {
 
     index.drop_partition("psnap").await.unwrap();
     assert!(!dir.path().join("psnap").exists());
-    assert_eq!(index.count(&p).await.unwrap(), 0);
+    // A task that derived the name before the drop cannot bring the partition back.
+    assert!(matches!(index.count(&p).await, Err(SearchError::Dropped)));
+    assert!(matches!(
+        index.upsert(&p, random_points(13, 3, 0)).await,
+        Err(SearchError::Dropped)
+    ));
+    assert!(matches!(
+        index.restore(&p, snap.path()).await,
+        Err(SearchError::Dropped)
+    ));
+    assert!(!dir.path().join("psnap").exists());
 }

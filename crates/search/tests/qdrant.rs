@@ -5,7 +5,7 @@
 
 use ragvault_core::PointId;
 use ragvault_search::{
-    IndexPoint, Partition, QdrantIndex, QdrantSettings, VectorIndex, VectorQuery,
+    IndexPoint, Partition, QdrantIndex, QdrantSettings, SearchError, VectorIndex, VectorQuery,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashSet;
@@ -92,8 +92,14 @@ async fn qdrant_keeps_partitions_apart_deletes_filters_and_restores() {
     let snap = tempfile::tempdir().unwrap();
     index.snapshot(&a, snap.path()).await.unwrap();
     index.drop_partition("pqa").await.unwrap();
-    assert_eq!(index.count(&a).await.unwrap(), 0);
+    assert!(matches!(index.count(&a).await, Err(SearchError::Dropped)));
+    assert!(matches!(
+        index.upsert(&a, pa.clone()).await,
+        Err(SearchError::Dropped)
+    ));
     assert_eq!(index.count(&b).await.unwrap(), 200);
-    index.restore(&a, snap.path()).await.unwrap();
-    assert_eq!(index.count(&a).await.unwrap(), 199);
+    let c = partition("pqc");
+    index.restore(&c, snap.path()).await.unwrap();
+    assert_eq!(index.count(&c).await.unwrap(), 199);
+    index.drop_partition("pqc").await.unwrap();
 }
