@@ -880,6 +880,19 @@ async fn tenant_keys_are_created_rotated_and_crypto_shredded() {
 
     // Deletion: KEK destroyed, rows gone, and a copy of the wrapped keys taken before (a backup) is useless.
     let backup = app.store.list_data_keys(a_id).await.unwrap();
+    // A search has the plaintext index key cached in memory; deletion must drop it there too.
+    app.state.content.index_key(a_id).await.unwrap();
+    let index_key_id = backup
+        .iter()
+        .find(|k| k.purpose == ragvault_store::DataKeyPurpose::Index)
+        .unwrap()
+        .id;
+    assert!(app
+        .state
+        .content
+        .keys()
+        .cached(a_id, index_key_id)
+        .is_some());
     let deleted = call(
         &app,
         Method::DELETE,
@@ -905,6 +918,13 @@ async fn tenant_keys_are_created_rotated_and_crypto_shredded() {
         );
     }
     assert!(app.store.list_data_keys(a_id).await.unwrap().is_empty());
+    assert!(app
+        .state
+        .content
+        .keys()
+        .cached(a_id, index_key_id)
+        .is_none());
+    assert!(app.state.content.index_key(a_id).await.is_err());
     let r = call(&app, Method::GET, "/v1/whoami", Some(&a.api_key), None).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "invalid_api_key");
     let again = call(

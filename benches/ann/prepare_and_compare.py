@@ -8,7 +8,8 @@ faiss-cpu (HNSW flat) on the same M / ef grid, single-threaded queries.
                                                                             n_train rows are indexed, the rest query
 
 Writes <out>/train.f32, test.f32 (row-major little-endian float32) and gt.u32 (10 ids per query) for the Rust
-harness, and prints one CSV line per (library, M, ef): library,M,ef_construction,ef,recall_at_10,qps,build_seconds.
+harness, and prints one CSV line per (library, M, ef): library,M,ef_construction,ef,recall_at_10,qps,build_seconds,
+memory_mb (resident-set growth across the build: the index's own memory, the vectors already being loaded).
 
 Cosine, not ann-benchmarks' euclidean for Fashion-MNIST: ragvault's index is cosine (unit vectors), so every library
 here searches the same normalised vectors by inner product.
@@ -58,15 +59,22 @@ gt = np.fromfile(os.path.join(out, "gt.u32"), dtype="<u4").reshape(-1, K)
 def recall(found):
     return float(np.mean([len(set(f[:K]) & set(g)) / K for f, g in zip(found, gt)]))
 
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024
+
 def run(library, m, build, search):
+    before = rss_mb()
     t = time.perf_counter()
     index = build(m)
     build_s = time.perf_counter() - t
+    memory_mb = rss_mb() - before
     for ef in efs:
         t = time.perf_counter()
         found = [search(index, q, ef) for q in test]
         qps = len(test) / (time.perf_counter() - t)
-        print(f"{library},{m},{EF_CONSTRUCTION},{ef},{recall(found):.4f},{qps:.0f},{build_s:.1f}", flush=True)
+        print(f"{library},{m},{EF_CONSTRUCTION},{ef},{recall(found):.4f},{qps:.0f},{build_s:.1f},{memory_mb:.0f}", flush=True)
+    del index
 
 try:
     import hnswlib

@@ -15,8 +15,8 @@ out=$(mktemp); trap 'kill $server 2>/dev/null || true; rm -f "$out"' EXIT
 server=$!
 for _ in $(seq 1 600); do [ -s "$out" ] && break; sleep 0.1; done
 read -r url key < "$out"
-echo "| concurrency | answers | errors | answers/s | client latency ms p50 / p90 / p99 / max | server overhead ms p50 / p90 / p99 / max |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| concurrency | answers | errors | answers/s | client latency ms p50 / p90 / p99 / max | server overhead ms p50 / p90 / p99 / max | of which retrieval p50 / p99 | client-seen overhead ms p50 / p90 / p99 / max |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 # A short warm-up so connection set-up and first-use costs stay out of the figures.
 "$CARGO_TARGET_DIR/release/ask_load" "$url" "$key" 10 2 > /dev/null
 for level in ${LEVELS//,/ }; do

@@ -5,6 +5,10 @@
 //!
 //! `cargo run --release -p ragvault-benches --bin ann -- <dir> <M,M..> <ef,ef..> [dimension]` (see
 //! benches/ann/run.sh; the dimension defaults to Fashion-MNIST's 784).
+//!
+//! Memory is what a restarted service holds for the partition: after the queries the index is flushed and a
+//! child process (`ann --load <index dir> <dimension>`) loads it from disk and reports its resident-set growth,
+//! so allocator leftovers of the build (freed input vectors) do not count.
 
 use ragvault_core::PointId;
 use ragvault_search::{
@@ -34,9 +38,66 @@ fn list(arg: Option<String>, default: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Resident set size of this process in MB, from /proc (Linux).
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bench_partition(dim: usize) -> Partition {
+    Partition {
+        name: "pbench".into(),
+        model_id: "ann-bench".into(),
+        dimension: dim,
+    }
+}
+
+/// Child mode: loads a flushed partition and prints `<resident MB> <load seconds> <points>`.
+async fn load_only(index_dir: std::path::PathBuf, dim: usize) {
+    let before = rss_mb();
+    let started = Instant::now();
+    let index = EmbeddedIndex::new(EmbeddedSettings::new(index_dir));
+    let points = index.count(&bench_partition(dim)).await.expect("load");
+    println!(
+        "{:.0} {:.1} {points}",
+        rss_mb() - before,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn dir_mb(dir: &std::path::Path) -> f64 {
+    let mut bytes = 0u64;
+    for entry in walk(dir) {
+        bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    bytes as f64 / 1e6
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::fs::DirEntry> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&entry.path()));
+        } else {
+            out.push(entry);
+        }
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--load") {
+        let _ = args.next();
+        let dir = std::path::PathBuf::from(args.next().expect("index dir"));
+        let dim = args.next().and_then(|d| d.parse().ok()).expect("dimension");
+        return load_only(dir, dim).await;
+    }
     let dir = std::path::PathBuf::from(
         args.next()
             .unwrap_or_else(|| "/var/tmp/ragvault-bench/ann".into()),
@@ -66,11 +127,7 @@ async fn main() {
             format!("ragvault-hnsw_rs[{}]", build.replace(',', "+"))
         };
         let index = EmbeddedIndex::new(settings);
-        let partition = Partition {
-            name: "pbench".into(),
-            model_id: "ann-bench".into(),
-            dimension: dim,
-        };
+        let partition = bench_partition(dim);
         let points: Vec<IndexPoint> = train
             .iter()
             .enumerate()
@@ -83,6 +140,21 @@ async fn main() {
         // One upsert: the embedded index inserts large batches in parallel, like an ingest of many chunks.
         index.upsert(&partition, points).await.expect("upsert");
         let build_s = started.elapsed().as_secs_f64();
+        index.flush().await.expect("flush");
+        let loaded = std::process::Command::new(std::env::current_exe().expect("own path"))
+            .arg("--load")
+            .arg(index_dir.path())
+            .arg(dim.to_string())
+            .output()
+            .expect("load child");
+        let loaded = String::from_utf8_lossy(&loaded.stdout).into_owned();
+        let mut loaded = loaded.split_whitespace();
+        let memory_mb = loaded.next().unwrap_or("?").to_owned();
+        eprintln!(
+            "# {label} M={m}: index files {:.0} MB, reloaded in {} s",
+            dir_mb(index_dir.path()),
+            loaded.next().unwrap_or("?")
+        );
         for &ef in &efs {
             let mut hits = 0usize;
             let started = Instant::now();
@@ -107,7 +179,9 @@ async fn main() {
             }
             let qps = test.len() as f64 / started.elapsed().as_secs_f64();
             let recall = hits as f64 / (test.len() * K) as f64;
-            println!("{label},{m},{EF_CONSTRUCTION},{ef},{recall:.4},{qps:.0},{build_s:.1}");
+            println!(
+                "{label},{m},{EF_CONSTRUCTION},{ef},{recall:.4},{qps:.0},{build_s:.1},{memory_mb}"
+            );
         }
     }
 }

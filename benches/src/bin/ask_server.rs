@@ -17,6 +17,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
+    ragvault_testkit::log_to_stderr("warn");
     let fake = FakeProvider::start().await;
     fake.set_latency(Duration::from_millis(latency_ms));
     let url = format!("\"{}\"", fake.base_url);

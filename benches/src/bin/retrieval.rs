@@ -36,6 +36,7 @@ async fn main() {
             }
         })
         .collect();
+    ragvault_testkit::log_to_stderr("warn");
     let app = ragvault_testkit::spawn_app_with(&[
         ("ingest.workers", "2"),
         ("ingest.queue_capacity", "256"),
@@ -129,49 +130,101 @@ async fn main() {
     println!("\n## Retrieval ({} questions)\n", questions.len());
     println!("| mode | kind | questions | recall@5 | MRR@10 | mean latency ms |\n| --- | --- | --- | --- | --- | --- |");
     for mode in ["vector", "keyword", "hybrid"] {
-        let mut rows: Vec<(String, usize, f64, f64, f64)> = Vec::new();
-        for kind in ["paraphrase", "exact", "all"] {
-            let selected: Vec<&Question> = questions
-                .iter()
-                .filter(|q| kind == "all" || q.kind == kind)
-                .collect();
-            let (mut hits5, mut rr, mut latency) = (0usize, 0f64, 0f64);
-            for q in &selected {
-                let t = Instant::now();
-                let r = call(
-                    &app,
-                    Method::POST,
-                    "/v1/search",
-                    Some(&key),
-                    Some(json!({"query": q.text, "mode": mode, "top_k": 10})),
-                )
-                .await;
-                latency += t.elapsed().as_secs_f64() * 1e3;
-                assert_eq!(r.status, 200, "{}", r.body);
-                let expected = format!("{}.txt", q.page);
-                let rank = r.body["results"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .position(|h| h["name"] == expected.as_str());
-                if rank.is_some_and(|r| r < 5) {
-                    hits5 += 1;
-                }
-                if let Some(r) = rank {
-                    rr += 1.0 / (r as f64 + 1.0);
-                }
-            }
-            let n = selected.len().max(1) as f64;
-            rows.push((
-                kind.to_owned(),
-                selected.len(),
-                hits5 as f64 / n,
-                rr / n,
-                latency / n,
-            ));
-        }
-        for (kind, n, recall, mrr, latency) in rows {
-            println!("| {mode} | {kind} | {n} | {recall:.3} | {mrr:.3} | {latency:.1} |");
+        for row in evaluate(&app, &key, mode, &questions).await {
+            println!(
+                "| {mode} | {} | {} | {:.3} | {:.3} | {:.1} |",
+                row.kind, row.questions, row.recall_at_5, row.mrr, row.latency_ms
+            );
         }
     }
+
+    // Hybrid fusion settings, each on a restarted service over the same stored documents and index.
+    println!("\n## Hybrid fusion settings\n");
+    println!("| vector weight | keyword weight | rrf_k | recall@5 paraphrase / exact / all | MRR@10 paraphrase / exact / all |\n| --- | --- | --- | --- | --- |");
+    let mut app = app;
+    for (vector_weight, keyword_weight, rrf_k) in [
+        (1.0, 1.0, 60.0),
+        (1.5, 1.0, 60.0),
+        (2.0, 1.0, 60.0),
+        (3.0, 1.0, 60.0),
+        (1.0, 1.5, 60.0),
+        (1.0, 1.0, 10.0),
+        (2.0, 1.0, 10.0),
+        (1.0, 1.0, 120.0),
+    ] {
+        app.settings.search.vector_weight = vector_weight;
+        app.settings.search.keyword_weight = keyword_weight;
+        app.settings.search.rrf_k = rrf_k;
+        app.restart(false).await;
+        let rows = evaluate(&app, &key, "hybrid", &questions).await;
+        let recall: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{:.3}", r.recall_at_5))
+            .collect();
+        let mrr: Vec<String> = rows.iter().map(|r| format!("{:.3}", r.mrr)).collect();
+        println!(
+            "| {vector_weight} | {keyword_weight} | {rrf_k} | {} | {} |",
+            recall.join(" / "),
+            mrr.join(" / ")
+        );
+    }
+}
+
+struct ModeRow {
+    kind: &'static str,
+    questions: usize,
+    recall_at_5: f64,
+    mrr: f64,
+    latency_ms: f64,
+}
+
+/// Asks every question in one mode; one row per question kind (paraphrase, exact, all).
+async fn evaluate(
+    app: &ragvault_testkit::TestApp,
+    key: &str,
+    mode: &str,
+    questions: &[Question],
+) -> Vec<ModeRow> {
+    let mut rows = Vec::new();
+    for kind in ["paraphrase", "exact", "all"] {
+        let selected: Vec<&Question> = questions
+            .iter()
+            .filter(|q| kind == "all" || q.kind == kind)
+            .collect();
+        let (mut hits5, mut rr, mut latency) = (0usize, 0f64, 0f64);
+        for q in &selected {
+            let t = Instant::now();
+            let r = call(
+                app,
+                Method::POST,
+                "/v1/search",
+                Some(key),
+                Some(json!({"query": q.text, "mode": mode, "top_k": 10})),
+            )
+            .await;
+            latency += t.elapsed().as_secs_f64() * 1e3;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let expected = format!("{}.txt", q.page);
+            let rank = r.body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|h| h["name"] == expected.as_str());
+            if rank.is_some_and(|r| r < 5) {
+                hits5 += 1;
+            }
+            if let Some(r) = rank {
+                rr += 1.0 / (r as f64 + 1.0);
+            }
+        }
+        let n = selected.len().max(1) as f64;
+        rows.push(ModeRow {
+            kind,
+            questions: selected.len(),
+            recall_at_5: hits5 as f64 / n,
+            mrr: rr / n,
+            latency_ms: latency / n,
+        });
+    }
+    rows
 }

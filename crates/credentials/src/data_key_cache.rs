@@ -51,6 +51,16 @@ impl DataKeyCache {
         Ok(key)
     }
 
+    /// The plaintext key if it is cached and fresh, without touching the key source or the wrapped form:
+    /// a data key's id names one key for its whole life (rewrapping changes the wrapping, not the key).
+    pub fn cached(&self, tenant: TenantId, id: Uuid) -> Option<Arc<DataKey>> {
+        let now = Instant::now();
+        self.entries()
+            .get(&id)
+            .filter(|(key, expires)| *expires > now && key.tenant() == tenant)
+            .map(|(key, _)| key.clone())
+    }
+
     /// Caches a key generated just now.
     pub fn insert(&self, key: DataKey) -> Arc<DataKey> {
         let key = Arc::new(key);
@@ -153,12 +163,19 @@ mod tests {
             .unwrap();
         let id = dek.id();
         let cache = DataKeyCache::new(source.clone(), Duration::from_secs(60));
+        assert!(cache.cached(tenant, id).is_none());
         cache.get(tenant, id, &wrapped).await.unwrap();
+        assert!(cache.cached(tenant, id).is_some());
+        assert!(
+            cache.cached(TenantId::new(), id).is_none(),
+            "another tenant's id"
+        );
         // With the KEK gone, a cached key still serves reads until it expires or is evicted.
         source.destroy_tenant_kek(tenant).await.unwrap();
         assert!(cache.get(tenant, id, &wrapped).await.is_ok());
         cache.evict_tenant(tenant);
         assert!(cache.is_empty());
+        assert!(cache.cached(tenant, id).is_none());
         assert!(cache.get(tenant, id, &wrapped).await.is_err());
     }
 }

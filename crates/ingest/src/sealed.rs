@@ -11,6 +11,7 @@ use ragvault_store::{
     StoreError,
 };
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,15 +108,36 @@ pub struct ReencryptionProgress {
     pub total: i64,
 }
 
+/// The index key id of each tenant, remembered so every search does not read the key table. The index key is
+/// never replaced (rotation rewraps it; a new one would rename the partition), so the id can only go stale
+/// by the tenant's deletion, which forgets it; the time bound is a backstop.
+const INDEX_KEY_ID_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+type IndexKeyIds = std::sync::Mutex<HashMap<TenantId, (uuid::Uuid, std::time::Instant)>>;
+
 #[derive(Clone)]
 pub struct SealedContent {
     store: Store,
     keys: Arc<DataKeyCache>,
+    index_key_ids: Arc<IndexKeyIds>,
 }
 
 impl SealedContent {
     pub fn new(store: Store, keys: Arc<DataKeyCache>) -> SealedContent {
-        SealedContent { store, keys }
+        SealedContent {
+            store,
+            keys,
+            index_key_ids: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Drops every key of the tenant held in memory: after its KEK is rotated or destroyed.
+    pub fn forget_tenant_keys(&self, tenant: TenantId) {
+        self.keys.evict_tenant(tenant);
+        self.index_key_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
     }
 
     /// The data key cache (evict a tenant's keys when it is deleted).
@@ -128,11 +150,32 @@ impl SealedContent {
         tenant: TenantId,
         purpose: DataKeyPurpose,
     ) -> Result<Arc<DataKey>, ContentError> {
+        let remembered = match purpose {
+            // Content keys rotate, possibly on another replica: always read which one is active.
+            DataKeyPurpose::Content => None,
+            DataKeyPurpose::Index => self
+                .index_key_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&tenant)
+                .filter(|(_, at)| at.elapsed() < INDEX_KEY_ID_TTL)
+                .map(|(id, _)| *id),
+        };
+        if let Some(key) = remembered.and_then(|id| self.keys.cached(tenant, id)) {
+            return Ok(key);
+        }
         let record = self.store.active_data_key(tenant, purpose).await?;
-        Ok(self
+        let key = self
             .keys
             .get(tenant, record.id, &WrappedKey(record.wrapped_key))
-            .await?)
+            .await?;
+        if purpose == DataKeyPurpose::Index {
+            self.index_key_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tenant, (record.id, std::time::Instant::now()));
+        }
+        Ok(key)
     }
 
     pub(crate) async fn key_by_id(
@@ -140,6 +183,9 @@ impl SealedContent {
         tenant: TenantId,
         id: uuid::Uuid,
     ) -> Result<Arc<DataKey>, ContentError> {
+        if let Some(key) = self.keys.cached(tenant, id) {
+            return Ok(key);
+        }
         let record = self.store.data_key(tenant, id).await?;
         Ok(self
             .keys
@@ -482,6 +528,19 @@ impl SealedContent {
             out.push(self.summary(tenant, record).await?);
         }
         Ok(out)
+    }
+
+    /// Summaries of the active documents among `ids`, in one store round trip.
+    pub async fn document_summaries(
+        &self,
+        tenant: TenantId,
+        ids: &[DocumentId],
+    ) -> Result<Vec<DocumentSummary>, ContentError> {
+        let mut summaries = Vec::with_capacity(ids.len());
+        for record in self.store.get_documents(tenant, ids).await? {
+            summaries.push(self.summary(tenant, record).await?);
+        }
+        Ok(summaries)
     }
 
     pub async fn document_summary(

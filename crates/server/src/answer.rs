@@ -211,8 +211,16 @@ pub struct Grounding {
     pub chunks: Vec<RetrievedChunk>,
     pub input: AnswerInput,
     pub generation: Arc<TenantGeneration>,
-    /// Time spent embedding the query (a model's time, left out of server overhead figures).
-    pub embed_time: Duration,
+    pub times: StageTimes,
+}
+
+/// Where a request's time went before generation, for the `server-timing` header.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    /// Embedding the query: a model's time, left out of server overhead figures.
+    pub embed: Duration,
+    /// The rest of retrieval: index and keyword search, opening the chunks from Postgres.
+    pub retrieve: Duration,
 }
 
 /// A source as the response shows it: marker number and where it comes from.
@@ -280,6 +288,7 @@ pub async fn ground(
     } else {
         pseudonymous_question.clone()
     };
+    let retrieve_started = std::time::Instant::now();
     let (chunks, embed_time) = retriever
         .retrieve_timed(
             tenant,
@@ -293,6 +302,10 @@ pub async fn ground(
         )
         .await
         .map_err(crate::routes::content_error)?;
+    let times = StageTimes {
+        embed: embed_time,
+        retrieve: retrieve_started.elapsed().saturating_sub(embed_time),
+    };
     let sources: Vec<SourceText> = chunks
         .iter()
         .map(|c| SourceText {
@@ -318,7 +331,7 @@ pub async fn ground(
             temperature,
         },
         generation,
-        embed_time,
+        times,
     })
 }
 

@@ -63,7 +63,6 @@ impl Retriever {
         tenant: TenantId,
         query: &RetrievalQuery,
     ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
-        let mut embed_time = std::time::Duration::ZERO;
         let index_key = self.content.index_key(tenant).await?;
         let allow: Option<HashSet<PointId>> = if query.documents.is_some() || !query.tags.is_empty()
         {
@@ -73,16 +72,18 @@ impl Retriever {
                 .filtered_points(tenant, query.documents.as_deref(), &tags)
                 .await?;
             if points.is_empty() {
-                return Ok((Vec::new(), embed_time));
+                return Ok((Vec::new(), std::time::Duration::ZERO));
             }
             Some(points.into_iter().collect())
         } else {
             None
         };
         let candidates = query.top_k * self.settings.candidate_factor;
-        let vector_hits: Vec<(PointId, f32)> = if query.mode == SearchMode::Keyword {
-            Vec::new()
-        } else {
+        // The keyword search needs no embedding: it runs in Postgres while the query is embedded.
+        let vector_side = async {
+            if query.mode == SearchMode::Keyword {
+                return Ok((Vec::new(), std::time::Duration::ZERO));
+            }
             let embed_started = std::time::Instant::now();
             let vector = self
                 .indexer
@@ -90,9 +91,10 @@ impl Retriever {
                 .await?
                 .pop()
                 .unwrap_or_default();
-            embed_time = embed_started.elapsed();
+            let embed_time = embed_started.elapsed();
             let partition = self.indexer.partition_for(&index_key);
-            self.indexer
+            let hits: Vec<(PointId, f32)> = self
+                .indexer
                 .index()
                 .search(
                     &partition,
@@ -106,18 +108,21 @@ impl Retriever {
                 .await?
                 .into_iter()
                 .map(|p| (p.id, p.score))
-                .collect()
+                .collect();
+            Ok::<_, ContentError>((hits, embed_time))
         };
-        let keyword_hits: Vec<(PointId, f32)> = if query.mode == SearchMode::Vector {
-            Vec::new()
-        } else {
+        let keyword_side = async {
+            if query.mode == SearchMode::Vector {
+                return Ok(Vec::new());
+            }
             let hashes: Vec<Vec<u8>> = keyword::query_terms(&query.text)
                 .iter()
                 .map(|t| index_key.term_hash(t).to_vec())
                 .collect();
             let allow_list: Option<Vec<PointId>> =
                 allow.as_ref().map(|a| a.iter().copied().collect());
-            self.store
+            let hits: Vec<(PointId, f32)> = self
+                .store
                 .keyword_search(
                     tenant,
                     &hashes,
@@ -127,8 +132,11 @@ impl Retriever {
                 .await?
                 .into_iter()
                 .map(|(id, score)| (id, score as f32))
-                .collect()
+                .collect();
+            Ok::<_, ContentError>(hits)
         };
+        let ((vector_hits, embed_time), keyword_hits) =
+            tokio::try_join!(vector_side, keyword_side)?;
         let ranked: Vec<(PointId, f32)> = match query.mode {
             SearchMode::Vector => vector_hits,
             SearchMode::Keyword => keyword_hits,
@@ -149,19 +157,21 @@ impl Retriever {
         let scores: HashMap<PointId, f32> = top.into_iter().collect();
         // Points whose chunk went away since the index saw them are skipped here.
         let chunks = self.content.open_points(tenant, &ids).await?;
-        let mut names: HashMap<DocumentId, String> = HashMap::new();
+        let mut document_ids: Vec<DocumentId> = chunks.iter().map(|c| c.document_id).collect();
+        document_ids.sort_by_key(|d| d.0);
+        document_ids.dedup();
+        let names: HashMap<DocumentId, String> = self
+            .content
+            .document_summaries(tenant, &document_ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.name))
+            .collect();
         let mut out = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            let name = match names.get(&chunk.document_id) {
-                Some(name) => name.clone(),
-                None => {
-                    let summary = self
-                        .content
-                        .document_summary(tenant, chunk.document_id)
-                        .await?;
-                    names.insert(chunk.document_id, summary.name.clone());
-                    summary.name
-                }
+            // A document replaced between the two reads: its chunks went with it.
+            let Some(name) = names.get(&chunk.document_id).cloned() else {
+                continue;
             };
             out.push(RetrievedChunk {
                 document_id: chunk.document_id,

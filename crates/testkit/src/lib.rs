@@ -13,7 +13,7 @@ pub use database::TestDatabase;
 pub use fake_provider::{
     fake_embedding, FakeProvider, StreamFault, DEFAULT_REPLY, FAKE_EMBEDDING_DIMENSION,
 };
-pub use logs::captured_logs;
+pub use logs::{captured_logs, log_to_stderr};
 pub use openbao::{OpenBao, OpenBaoOptions};
 
 use ragvault_gateway::RequestContext;

@@ -25,8 +25,9 @@ impl Write for Capture {
     }
 }
 
+static INSTALLED: OnceLock<()> = OnceLock::new();
+
 pub(crate) fn install() {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let capture = Capture(buffer());
         let settings = LogSettings {
@@ -40,4 +41,17 @@ pub(crate) fn install() {
 /// Everything logged so far by every test in this process.
 pub fn captured_logs() -> String {
     String::from_utf8_lossy(&buffer().lock().expect("log buffer")).into_owned()
+}
+
+/// For benchmark binaries: log as a deployed service does (JSON to stderr at `level`) instead of capturing
+/// everything at debug level in memory, which would be part of what is measured. Call before spawning the app;
+/// afterwards [`captured_logs`] stays empty.
+pub fn log_to_stderr(level: &str) {
+    INSTALLED.get_or_init(|| {
+        let settings = LogSettings {
+            format: LogFormat::Json,
+            level: level.to_owned(),
+        };
+        ragvault_server::telemetry::init(&settings, std::io::stderr);
+    });
 }

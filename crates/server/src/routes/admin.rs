@@ -252,6 +252,8 @@ pub async fn delete_tenant(
         .access
         .delete_tenant(tenant_id, &caller.context())
         .await?;
+    // Crypto-shredding reaches memory too: no plaintext data key of the tenant stays cached.
+    state.content.forget_tenant_keys(tenant_id);
     if let Some(partition) = partition {
         if let Err(e) = state.indexer.index().drop_partition(&partition.name).await {
             // Left over, it is removed at the next start (no tenant owns it any more).
@@ -275,6 +277,7 @@ pub async fn rotate_keys(
         .access
         .rotate_tenant_keys(tenant_id, &caller.context())
         .await?;
+    state.content.forget_tenant_keys(tenant_id);
     // Old chunks move to the new content key in the background; progress at .../reencryption.
     let content = state.content.clone();
     tokio::spawn(async move { crate::run_reencryption(&content, tenant_id).await });

@@ -2,7 +2,9 @@
 //! or `error`). A `server-timing` header splits the time into embedding, provider and total, so overhead
 //! can be measured from outside.
 
-use crate::answer::{self, citations, generation_error, Citation, Grounding, NO_SOURCES_ANSWER};
+use crate::answer::{
+    self, citations, generation_error, Citation, Grounding, StageTimes, NO_SOURCES_ANSWER,
+};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
 use crate::state::AppState;
@@ -73,12 +75,14 @@ pub fn usage_json(usage: TokenUsage, provider: &str, model: &str) -> Value {
     })
 }
 
-/// `server-timing`: embed (query embedding), provider (generation) and total, in milliseconds.
-pub fn server_timing(embed: Duration, provider: Duration, total: Duration) -> HeaderValue {
+/// `server-timing`: embed (query embedding), retrieve (search and opening chunks), provider (generation)
+/// and total, in milliseconds.
+pub fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> HeaderValue {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     HeaderValue::from_str(&format!(
-        "embed;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
-        ms(embed),
+        "embed;dur={:.3}, retrieve;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
+        ms(times.embed),
+        ms(times.retrieve),
         ms(provider),
         ms(total)
     ))
@@ -113,7 +117,7 @@ pub async fn ask(
         return Ok(no_sources(
             &caller,
             request.stream,
-            grounding.embed_time,
+            grounding.times,
             started,
         ));
     }
@@ -140,13 +144,13 @@ pub async fn ask(
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.embed_time, provider_time, started.elapsed()),
+        server_timing(grounding.times, provider_time, started.elapsed()),
     );
     Ok(response)
 }
 
 /// Nothing retrieved: say so without calling any provider.
-fn no_sources(caller: &Caller, stream: bool, embed: Duration, started: Instant) -> Response {
+fn no_sources(caller: &Caller, stream: bool, times: StageTimes, started: Instant) -> Response {
     let usage = usage_json(TokenUsage::default(), "none", "none");
     let mut response = if stream {
         let events: Vec<Result<Event, Infallible>> = vec![
@@ -171,7 +175,7 @@ fn no_sources(caller: &Caller, stream: bool, embed: Duration, started: Instant) 
     };
     response.headers_mut().insert(
         "server-timing",
-        server_timing(embed, Duration::ZERO, started.elapsed()),
+        server_timing(times, Duration::ZERO, started.elapsed()),
     );
     response
 }
@@ -266,7 +270,7 @@ async fn stream_answer(
         .into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.embed_time, first_piece, started.elapsed()),
+        server_timing(grounding.times, first_piece, started.elapsed()),
     );
     Ok(response)
 }

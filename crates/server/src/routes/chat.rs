@@ -194,7 +194,7 @@ pub async fn chat_completions(
         };
         response.headers_mut().insert(
             "server-timing",
-            server_timing(grounding.embed_time, Duration::ZERO, started.elapsed()),
+            server_timing(grounding.times, Duration::ZERO, started.elapsed()),
         );
         return Ok(response);
     }
@@ -228,7 +228,7 @@ pub async fn chat_completions(
         .into_response();
         response.headers_mut().insert(
             "server-timing",
-            server_timing(grounding.embed_time, provider_time, started.elapsed()),
+            server_timing(grounding.times, provider_time, started.elapsed()),
         );
         return Ok(response);
     }
@@ -268,7 +268,7 @@ pub async fn chat_completions(
     let mut response = Sse::new(events).into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.embed_time, first_piece, started.elapsed()),
+        server_timing(grounding.times, first_piece, started.elapsed()),
     );
     Ok(response)
 }
