@@ -117,15 +117,12 @@ async fn main() {
         let mut settings = EmbeddedSettings::new(index_dir.path().to_owned());
         settings.max_connections = m;
         settings.ef_construction = EF_CONSTRUCTION;
-        // RAGVAULT_ANN_BUILD=extend,keep_pruned turns on hnsw_rs's optional build heuristics.
-        let build = std::env::var("RAGVAULT_ANN_BUILD").unwrap_or_default();
+        // RAGVAULT_ANN_BUILD picks hnsw_rs's optional build heuristics: "extend" (the default setting),
+        // "keep_pruned", both ("extend,keep_pruned") or "plain" (neither).
+        let build = std::env::var("RAGVAULT_ANN_BUILD").unwrap_or_else(|_| "extend".to_owned());
         settings.extend_candidates = build.contains("extend");
         settings.keep_pruned = build.contains("keep_pruned");
-        let label = if build.is_empty() {
-            "ragvault-hnsw_rs".to_owned()
-        } else {
-            format!("ragvault-hnsw_rs[{}]", build.replace(',', "+"))
-        };
+        let label = format!("ragvault-hnsw_rs[{}]", build.replace(',', "+"));
         let index = EmbeddedIndex::new(settings);
         let partition = bench_partition(dim);
         let points: Vec<IndexPoint> = train

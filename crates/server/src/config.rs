@@ -91,6 +91,9 @@ pub struct IndexSettings {
     pub dir: Option<PathBuf>,
     pub max_connections: usize,
     pub ef_construction: usize,
+    /// Embedded index: hnsw_rs's candidate extension while linking a new node (better graphs on clustered
+    /// data for a little build time).
+    pub extend_candidates: bool,
     /// Default search breadth (raised to at least k per query).
     pub ef_search: usize,
     /// Graphs with changes are dumped this often (and at shutdown); the WAL covers the time between.

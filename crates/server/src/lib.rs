@@ -445,6 +445,7 @@ fn open_index(settings: &Settings) -> Result<Arc<dyn ragvault_search::VectorInde
             let mut embedded = ragvault_search::EmbeddedSettings::new(settings.index_dir());
             embedded.max_connections = settings.index.max_connections;
             embedded.ef_construction = settings.index.ef_construction;
+            embedded.extend_candidates = settings.index.extend_candidates;
             embedded.rebuild_tombstone_ratio = settings.index.rebuild_tombstone_ratio;
             std::fs::create_dir_all(&embedded.dir).map_err(ragvault_search::SearchError::Io)?;
             Ok(Arc::new(ragvault_search::EmbeddedIndex::new(embedded)))
