@@ -89,6 +89,55 @@ fn walk(dir: &std::path::Path) -> Vec<std::fs::DirEntry> {
     out
 }
 
+fn settings_extend(build: &str) -> bool {
+    build.contains("extend")
+}
+
+/// hnsw_rs alone, called directly on this thread with the same vectors, distance and parameters: what the
+/// `VectorIndex` wrapper (blocking-pool hop, locks, over-fetch, filtering) adds is the difference.
+fn raw_hnsw_rs(
+    train: &[Vec<f32>],
+    test: &[Vec<f32>],
+    gt: &[u32],
+    m: usize,
+    efs: &[usize],
+    extend: bool,
+) {
+    let normalise = |v: &[f32]| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter().map(|x| x / norm).collect::<Vec<f32>>()
+    };
+    let data: Vec<Vec<f32>> = train.iter().map(|v| normalise(v)).collect();
+    let queries: Vec<Vec<f32>> = test.iter().map(|v| normalise(v)).collect();
+    let mut graph = hnsw_rs::hnsw::Hnsw::<f32, ragvault_search::DistUnitCosine>::new(
+        m,
+        data.len(),
+        16,
+        EF_CONSTRUCTION,
+        ragvault_search::DistUnitCosine,
+    );
+    graph.set_extend_candidates(extend);
+    let started = Instant::now();
+    let refs: Vec<(&Vec<f32>, usize)> = data.iter().zip(0..).collect();
+    graph.parallel_insert(&refs);
+    let build_s = started.elapsed().as_secs_f64();
+    for &ef in efs {
+        let started = Instant::now();
+        let mut hits = 0usize;
+        for (q, query) in queries.iter().enumerate() {
+            let truth = &gt[q * K..(q + 1) * K];
+            hits += graph
+                .search(query, K, ef.max(K))
+                .iter()
+                .filter(|n| truth.contains(&(n.d_id as u32)))
+                .count();
+        }
+        let qps = queries.len() as f64 / started.elapsed().as_secs_f64();
+        let recall = hits as f64 / (queries.len() * K) as f64;
+        println!("hnsw_rs-direct,{m},{EF_CONSTRUCTION},{ef},{recall:.4},{qps:.0},{build_s:.1},");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -137,6 +186,9 @@ async fn main() {
         // One upsert: the embedded index inserts large batches in parallel, like an ingest of many chunks.
         index.upsert(&partition, points).await.expect("upsert");
         let build_s = started.elapsed().as_secs_f64();
+        if std::env::var_os("RAGVAULT_ANN_RAW").is_some() {
+            raw_hnsw_rs(&train, &test, &gt, m, &efs, settings_extend(&build));
+        }
         index.flush().await.expect("flush");
         let loaded = std::process::Command::new(std::env::current_exe().expect("own path"))
             .arg("--load")
