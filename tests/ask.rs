@@ -131,6 +131,10 @@ async fn local_answerer_quotes_and_cites_the_right_chunk_without_any_provider() 
     assert!(answer.contains("[1]"), "{answer}");
     assert_eq!(r.body["usage"]["provider"], "local");
     assert_eq!(r.body["usage"]["model"], "extractive");
+    assert_eq!(
+        r.body["usage"]["cost_micro_usd"], 0,
+        "the local answerer is free"
+    );
     let citations = r.body["citations"].as_array().unwrap();
     assert_eq!(citations.len(), 1, "{citations:?}");
     assert_eq!(citations[0]["name"], "pump.md");
@@ -195,6 +199,14 @@ async fn every_provider_wire_format_answers_streaming_and_not() {
             "{name}"
         );
         assert_eq!(r.body["usage"]["output_tokens"], reply_words(), "{name}");
+        // Priced from the table testkit writes: $1 per million in, $2 out = 1 and 2 micro-USD a token.
+        let input = r.body["usage"]["input_tokens"].as_u64().unwrap();
+        assert_eq!(
+            r.body["usage"]["cost_micro_usd"].as_u64().unwrap(),
+            input * ragvault_testkit::TEST_PRICE_INPUT_USD
+                + reply_words() as u64 * ragvault_testkit::TEST_PRICE_OUTPUT_USD,
+            "{name}"
+        );
         assert_eq!(r.body["citations"][0]["cited"], true);
 
         let events = ask_stream(
@@ -212,6 +224,12 @@ async fn every_provider_wire_format_answers_streaming_and_not() {
             "{name}: usage read from the stream"
         );
         assert!(usage["input_tokens"].as_u64().unwrap() > 10, "{name}");
+        assert_eq!(
+            usage["cost_micro_usd"].as_u64().unwrap(),
+            usage["input_tokens"].as_u64().unwrap() * ragvault_testkit::TEST_PRICE_INPUT_USD
+                + reply_words() as u64 * ragvault_testkit::TEST_PRICE_OUTPUT_USD,
+            "{name}: the streamed answer is priced too"
+        );
 
         // What reached the provider is its own format.
         let bodies = fake.chat_bodies();

@@ -26,6 +26,14 @@ pub enum GatewayError {
     NoScopes,
     #[error("expiry must be in the future and at most {max_days} days ahead")]
     InvalidExpiry { max_days: i64 },
+    #[error("{file}: {key}: {reason}")]
+    InvalidPriceTable {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    #[error("no price for provider `{provider}` model `{model}` in the price table")]
+    Unpriced { provider: String, model: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

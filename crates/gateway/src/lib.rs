@@ -4,10 +4,12 @@
 
 mod access;
 mod error;
+pub mod pricing;
 
 pub use access::{
     require_operator, require_tenant_scope, AccessControl, CreatedTenant, IssuedApiKey,
     IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
 pub use error::GatewayError;
+pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;

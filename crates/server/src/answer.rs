@@ -12,7 +12,7 @@ use ragvault_generation::breaker::BreakerSettings;
 use ragvault_generation::{
     AnswerInput, BreakerState, ChainLink, ChatMessage, ChatProvider, CircuitBreaker,
     ExtractiveAnswerer, GenerationError, HttpProvider, PiiCategory, PiiRules, ProviderChain,
-    ProviderSettings, Pseudonymizer, SourceText, Timeouts,
+    ProviderSettings, Pseudonymizer, SourceText, Timeouts, TokenUsage,
 };
 use ragvault_store::Store;
 use serde::Serialize;
@@ -41,6 +41,7 @@ pub struct Generator {
     custom_pii: Vec<(String, String)>,
     store: Store,
     cache: Mutex<HashMap<TenantId, (Instant, Arc<TenantGeneration>)>>,
+    prices: ragvault_gateway::PriceTable,
 }
 
 impl Generator {
@@ -105,6 +106,7 @@ impl Generator {
             custom_pii,
             store,
             cache: Mutex::new(HashMap::new()),
+            prices: settings.price_table().map_err(GenerationError::Config)?,
         };
         generator.default = Arc::new(TenantGeneration {
             chain: generator.chain(&generation.chain)?,
@@ -115,6 +117,21 @@ impl Generator {
 
     pub fn settings(&self) -> &GenerationSettings {
         &self.settings
+    }
+
+    /// What an answer cost in micro-USD. The local answerer is free; every configured model was checked
+    /// against the price table at start, so a miss here means the table and the chain disagree: logged
+    /// loudly and reported as 0 rather than failing an answer already given.
+    pub fn cost_micro_usd(&self, provider: &str, model: &str, usage: TokenUsage) -> u64 {
+        if provider == "local" || provider == "none" {
+            return 0;
+        }
+        self.prices
+            .cost_micro_usd(provider, model, usage.input_tokens, usage.output_tokens)
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "answer not priced");
+                0
+            })
     }
 
     fn chain(&self, names: &[String]) -> Result<ProviderChain, GenerationError> {

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
+/// The price table built into the binary, used when `pricing.file` is not set.
+const BUILT_IN_PRICES: &str = include_str!("../../../config/prices.toml");
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +31,18 @@ pub struct Settings {
     pub search: SearchSettings,
     pub generation: GenerationSettings,
     #[serde(default)]
+    pub pricing: PricingSettings,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingSettings {
+    /// A price table replacing the built-in `config/prices.toml` (USD per million tokens per provider and
+    /// model). Every configured model must have a price.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -590,7 +603,65 @@ impl Settings {
                 ));
             }
         }
+        match self.price_table() {
+            Ok(prices) => problems.extend(self.unpriced_models(&prices)),
+            Err(e) => problems.push(format!("pricing.file: {e}")),
+        }
         problems
+    }
+
+    /// Where prices come from, for messages: the configured file or the built-in table.
+    fn price_origin(&self) -> String {
+        match &self.pricing.file {
+            Some(path) => path.display().to_string(),
+            None => "config/prices.toml (built in)".to_owned(),
+        }
+    }
+
+    /// The price table every provider call is metered with.
+    pub fn price_table(&self) -> Result<ragvault_gateway::PriceTable, String> {
+        let origin = self.price_origin();
+        let text = match &self.pricing.file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read {origin}: {e}"))?
+            }
+            None => BUILT_IN_PRICES.to_owned(),
+        };
+        ragvault_gateway::PriceTable::parse(&text, &origin).map_err(|e| e.to_string())
+    }
+
+    /// Every configured remote model must be priced: an unpriced call would be metered as free.
+    fn unpriced_models(&self, prices: &ragvault_gateway::PriceTable) -> Vec<String> {
+        let origin = self.price_origin();
+        let mut models: Vec<(String, &str, String)> = self
+            .providers
+            .iter()
+            .filter_map(|(name, p)| {
+                p.model
+                    .as_deref()
+                    .map(|m| (name.clone(), m, format!("providers.{name}.model")))
+            })
+            .collect();
+        if let (true, Some(model)) = (
+            self.embedding.provider != "local",
+            self.embedding.model.as_deref(),
+        ) {
+            models.push((
+                self.embedding.provider.clone(),
+                model,
+                "embedding.model".to_owned(),
+            ));
+        }
+        models
+            .into_iter()
+            .filter(|(provider, model, _)| prices.price(provider, model).is_none())
+            .map(|(provider, model, key)| {
+                format!(
+                    "{key}: {origin} has no price for provider `{provider}` model `{model}` \
+                     (add [{provider}.\"{model}\"] with input and output in USD per million tokens)"
+                )
+            })
+            .collect()
     }
 
     pub fn index_dir(&self) -> PathBuf {
@@ -714,6 +785,58 @@ mod tests {
         assert!(err.contains("database.url"), "{err}");
         assert!(err.contains("http.request_timeout_secs"), "{err}");
         assert!(err.contains("providers.openai.base_url"), "{err}");
+    }
+
+    #[test]
+    fn every_configured_model_needs_a_price() {
+        let err = load(&[
+            ("providers.acme.base_url", "\"http://127.0.0.1:9\""),
+            ("providers.acme.model", "\"acme-large\""),
+            ("providers.openai.base_url", "\"https://api.openai.com/v1\""),
+            ("providers.openai.model", "\"gpt-4o-mini\""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("providers.acme.model"), "{err}");
+        assert!(err.contains("config/prices.toml (built in)"), "{err}");
+        assert!(err.contains("[acme.\"acme-large\"]"), "{err}");
+        assert!(!err.contains("providers.openai.model"), "priced: {err}");
+
+        // A table of one's own replaces the built-in one; its faults name the file, the key and the reason.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("prices.toml");
+        std::fs::write(&file, "[acme.\"acme-large\"]\ninput = 1.5\noutput = -2\n").unwrap();
+        let file_value = format!("{:?}", file.display().to_string());
+        let err = load(&[
+            ("providers.acme.base_url", "\"http://127.0.0.1:9\""),
+            ("providers.acme.model", "\"acme-large\""),
+            ("pricing.file", &file_value),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "{}: acme.\"acme-large\".output: must be a price of zero or more",
+                file.display()
+            )),
+            "{err}"
+        );
+        std::fs::write(&file, "[acme.\"acme-large\"]\ninput = 1.5\noutput = 2\n").unwrap();
+        let settings = load(&[
+            ("providers.acme.base_url", "\"http://127.0.0.1:9\""),
+            ("providers.acme.model", "\"acme-large\""),
+            ("pricing.file", &file_value),
+        ])
+        .unwrap();
+        let prices = settings.price_table().unwrap();
+        assert_eq!(
+            prices
+                .cost_micro_usd("acme", "acme-large", 1_000_000, 500_000)
+                .unwrap(),
+            2_500_000
+        );
+        // The built-in table no longer applies.
+        assert!(prices.price("openai", "gpt-4o-mini").is_none());
     }
 
     #[test]

@@ -124,6 +124,10 @@ impl From<GatewayError> for ApiError {
             GatewayError::InvalidExpiry { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_expiry", message)
             }
+            // Price problems are configuration faults, caught at start; at request time they are ours.
+            GatewayError::InvalidPriceTable { .. } | GatewayError::Unpriced { .. } => {
+                ApiError::internal(&message)
+            }
             GatewayError::Store(e) => e.into(),
             GatewayError::Credentials(e) => crate::routes::credential_error(e),
         }

@@ -79,6 +79,12 @@ pub async fn spawn_app_in(database: TestDatabase, overrides: &[(&str, &str)]) ->
         ("database.max_connections", "5"),
     ];
     all.extend_from_slice(overrides);
+    let prices_file = data_dir.path().join("test-prices.toml");
+    let prices_value = toml_string(&prices_file.display().to_string());
+    if !overrides.iter().any(|(key, _)| *key == "pricing.file") {
+        std::fs::write(&prices_file, test_price_table(overrides)).expect("test price table");
+        all.push(("pricing.file", &prices_value));
+    }
     let settings = Settings::load_from(None, &all).expect("test configuration is valid");
     let running = start(&settings).await;
     let operator = running
@@ -131,6 +137,58 @@ async fn start(settings: &Settings) -> Running {
         shutdown,
         server,
     }
+}
+
+/// What every model a test configures costs, in USD per million tokens: a call's cost is then
+/// `input_tokens * 1 + output_tokens * 2` micro-USD per million tokens, i.e. easy to assert.
+pub const TEST_PRICE_INPUT_USD: u64 = 1;
+pub const TEST_PRICE_OUTPUT_USD: u64 = 2;
+
+/// A price table for the models named in the overrides (`providers.NAME.model`, a remote
+/// `embedding.provider` with its `embedding.model`), each at the test price. Tests that care about the table
+/// itself set `pricing.file`.
+fn test_price_table(overrides: &[(&str, &str)]) -> String {
+    let value = |raw: &str| -> Option<String> {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()?
+            .get("v")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut models: Vec<(String, String)> = Vec::new();
+    for (key, raw) in overrides {
+        let parts: Vec<&str> = key.split('.').collect();
+        if let ["providers", name, "model"] = parts.as_slice() {
+            if let Some(model) = value(raw) {
+                models.push(((*name).to_owned(), model));
+            }
+        }
+    }
+    let setting = |wanted: &str| {
+        overrides
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == wanted)
+            .and_then(|(_, raw)| value(raw))
+    };
+    if let (Some(provider), Some(model)) =
+        (setting("embedding.provider"), setting("embedding.model"))
+    {
+        if provider != "local" {
+            models.push((provider, model));
+        }
+    }
+    models.sort();
+    models.dedup();
+    models
+        .iter()
+        .map(|(provider, model)| {
+            format!(
+                "[{provider}.{}]\ninput = {TEST_PRICE_INPUT_USD}\noutput = {TEST_PRICE_OUTPUT_USD}\n",
+                toml_string(model)
+            )
+        })
+        .collect()
 }
 
 fn toml_string(value: &str) -> String {

@@ -3,7 +3,8 @@
 //! can be measured from outside.
 
 use crate::answer::{
-    self, citations, generation_error, Citation, Grounding, StageTimes, NO_SOURCES_ANSWER,
+    self, citations, generation_error, Citation, Generator, Grounding, StageTimes,
+    NO_SOURCES_ANSWER,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
@@ -24,6 +25,7 @@ use ragvault_generation::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
@@ -64,12 +66,12 @@ pub fn checked_max_tokens(state: &AppState, max_tokens: Option<u32>) -> Result<u
     }
 }
 
-pub fn usage_json(usage: TokenUsage, provider: &str, model: &str) -> Value {
+/// The `usage` object of an answer, priced from the price table (the local answerer is free).
+pub fn usage_json(generator: &Generator, usage: TokenUsage, provider: &str, model: &str) -> Value {
     json!({
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
-        // Priced from config/prices.toml once metering lands (issue 8); no provider cost is known here yet.
-        "cost_micro_usd": 0,
+        "cost_micro_usd": generator.cost_micro_usd(provider, model, usage),
         "provider": provider,
         "model": model,
     })
@@ -122,7 +124,7 @@ pub async fn ask(
         ));
     }
     if request.stream {
-        return stream_answer(grounding, caller, started).await;
+        return stream_answer(grounding, caller, started, state.generator.clone()).await;
     }
     let provider_started = Instant::now();
     let answer = grounding
@@ -137,7 +139,7 @@ pub async fn ask(
     let body = json!({
         "answer": text,
         "citations": citations(&grounding.chunks, answer.sources_used, &cited),
-        "usage": usage_json(answer.usage, &answer.provider, &answer.model),
+        "usage": usage_json(&state.generator, answer.usage, &answer.provider, &answer.model),
         "failover": answer.failovers.iter().map(|f| &f.provider).collect::<Vec<_>>(),
         "request_id": caller.request_id,
     });
@@ -151,7 +153,13 @@ pub async fn ask(
 
 /// Nothing retrieved: say so without calling any provider.
 fn no_sources(caller: &Caller, stream: bool, times: StageTimes, started: Instant) -> Response {
-    let usage = usage_json(TokenUsage::default(), "none", "none");
+    let usage = json!({
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_micro_usd": 0,
+        "provider": "none",
+        "model": "none",
+    });
     let mut response = if stream {
         let events: Vec<Result<Event, Infallible>> = vec![
             Ok(json_event("citations", &json!({"citations": []}))),
@@ -241,6 +249,7 @@ async fn stream_answer(
     grounding: Grounding,
     caller: Caller,
     started: Instant,
+    generator: Arc<Generator>,
 ) -> Result<Response, ApiError> {
     let provider_started = Instant::now();
     let answer = grounding
@@ -253,6 +262,7 @@ async fn stream_answer(
     let sources: Vec<Citation> =
         citations(&grounding.chunks, answer.sources_used, &Default::default());
     let state = AskStream {
+        generator,
         items: answer.items,
         text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
         usage: TokenUsage::default(),
@@ -284,6 +294,7 @@ enum Phase {
 }
 
 struct AskStream {
+    generator: Arc<Generator>,
     items: BoxStream<'static, Result<StreamItem, GenerationError>>,
     text: AnswerTextStream,
     usage: TokenUsage,
@@ -324,7 +335,7 @@ impl AskStream {
                     self.phase = Phase::Done;
                     return Some(json_event(
                         "usage",
-                        &usage_json(self.usage, &self.provider, &self.model),
+                        &usage_json(&self.generator, self.usage, &self.provider, &self.model),
                     ));
                 }
                 Phase::Done => {

@@ -222,6 +222,7 @@ pub async fn chat_completions(
                 "citations": citations(&grounding.chunks, answer.sources_used, &cited),
                 "provider": answer.provider,
                 "model": answer.model,
+                "cost_micro_usd": state.generator.cost_micro_usd(&answer.provider, &answer.model, answer.usage),
                 "request_id": caller.request_id,
             }),
         ))
