@@ -614,6 +614,11 @@ impl Pipeline {
             {
                 tracing::error!(job_id = %job.id, error = %e, "replaced chunks still indexed; reconciliation will drop them");
             }
+            // Only now is the document searchable: `done` says so. Left `indexing`, the job is finished by the
+            // next start's reconciliation.
+            if let Err(e) = self.store.finish_indexed_job(job.id).await {
+                tracing::warn!(job_id = %job.id, error = %e, "indexed job not marked done; the next start will");
+            }
         }
         IngestStats::add(&self.stats.index_nanos, stored_at);
         Ok(chunks.len())

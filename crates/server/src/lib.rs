@@ -489,7 +489,14 @@ async fn reconcile_index(store: Store, indexer: ragvault_ingest::indexing::Index
         }
     }
     for tenant in tenants {
-        match indexer.reconcile(tenant.id).await {
+        let reconciled = indexer.reconcile(tenant.id).await;
+        if reconciled.is_ok() {
+            // Jobs stored before a crash but never marked done: their points are in the index now.
+            if let Err(e) = store.finish_indexing_jobs(tenant.id).await {
+                tracing::warn!(tenant = %tenant.id, error = %e, "could not finish stored jobs; retried at next start");
+            }
+        }
+        match reconciled {
             Ok(report) if report.inserted + report.removed > 0 => tracing::info!(
                 tenant = %tenant.id,
                 inserted = report.inserted,

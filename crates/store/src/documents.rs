@@ -216,7 +216,7 @@ impl Store {
                     .bind(job.0)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if finished.as_deref() == Some("done") {
+            if matches!(finished.as_deref(), Some("done" | "indexing")) {
                 // Another run of the same job stored it already: nothing is written, and the caller must
                 // not index the chunk ids it made for this run.
                 return Ok(PutOutcome::Unchanged {
@@ -288,10 +288,11 @@ impl Store {
         insert_chunks(&mut tx, document, chunks).await?;
         audit::insert(&mut tx, audit_entry).await?;
         if let Some(job) = finishes_job {
-            // The job is done in the same transaction that stores its document: no orphan chunks, no
-            // finished job without its document.
+            // The job leaves the queue in the same transaction that stores its document: no orphan chunks,
+            // no stored document whose job could run again. It is `done` (searchable) once its points are in
+            // the index: `finish_indexed_job`.
             sqlx::query(
-                "UPDATE ingest_jobs SET status = 'done', chunks = $2, finished_at = now(),
+                "UPDATE ingest_jobs SET status = 'indexing', chunks = $2,
                         payload_sealed = NULL, header_sealed = NULL
                  WHERE id = $1",
             )

@@ -119,6 +119,31 @@ impl Store {
         Ok(ids.into_iter().map(JobId).collect())
     }
 
+    /// A stored job's points are in the index: it is done.
+    pub async fn finish_indexed_job(&self, id: JobId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ingest_jobs SET status = 'done', finished_at = now()
+             WHERE id = $1 AND status = 'indexing'",
+        )
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored job of the tenant left `indexing` (a crash between storing and indexing, or a failed
+    /// status write): called once the tenant's index has been reconciled with Postgres.
+    pub async fn finish_indexing_jobs(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE ingest_jobs SET status = 'done', finished_at = now()
+             WHERE tenant_id = $1 AND status = 'indexing'",
+        )
+        .bind(tenant.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Marks a job failed with a stable code and a message that names no content; drops the payload.
     pub async fn fail_job(&self, id: JobId, code: &str, message: &str) -> Result<(), StoreError> {
         sqlx::query(

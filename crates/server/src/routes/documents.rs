@@ -239,7 +239,9 @@ pub async fn job(
     let mut body = json!({
         "id": job.id,
         "document_id": job.document_id,
-        "status": job.status,
+        // `indexing` (stored, points on their way into the index) is still running to a client: `done`
+        // promises the document is searchable.
+        "status": if job.status == "indexing" { "running" } else { job.status.as_str() },
         "attempts": job.attempts,
     });
     if let Some(chunks) = job.chunks {
