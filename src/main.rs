@@ -46,6 +46,9 @@ enum Command {
     /// Manage provider keys in the local keyring (with Vault, write them with `bao kv put`).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Ingest files or folders through the running service (RAGVAULT_URL, RAGVAULT_API_KEY).
     Ingest {
         #[arg(required = true)]
@@ -64,6 +67,12 @@ enum Command {
         #[arg(long)]
         top_k: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit hash chain; exits non-zero naming the first bad sequence number.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +189,7 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::AdminKey(cmd) => admin_key(cmd, &settings).await,
         Command::ApiKey(cmd) => api_key(cmd, &settings).await,
         Command::Keys(cmd) => provider_keys(cmd, &settings).await,
+        Command::Audit(AuditCommand::Verify) => verify_audit(&settings).await,
         Command::Ingest { paths, tenant } => client::ingest(&paths, &tenant).await,
         Command::Ask {
             question,
@@ -264,6 +274,24 @@ async fn tenant(cmd: TenantCommand, settings: &Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn verify_audit(settings: &Settings) -> Result<()> {
+    let (store, _) = operator_tools(settings).await?;
+    let verification = store.verify_audit_chain().await?;
+    match (verification.first_bad_seq, verification.problem) {
+        (Some(seq), Some(problem)) => bail!(
+            "audit chain broken at sequence number {seq} ({problem:?}); {} events before it are intact",
+            verification.checked
+        ),
+        _ => {
+            println!(
+                "audit chain intact: {} events, head at sequence number {}",
+                verification.checked, verification.head_seq
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn admin_key(cmd: AdminKeyCommand, settings: &Settings) -> Result<()> {

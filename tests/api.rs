@@ -1805,3 +1805,57 @@ async fn the_redact_secret_policy_replaces_credentials_in_chunks() {
         "{message}"
     );
 }
+
+/// The audit log is a hash chain: an edited, deleted, reordered or cut-off event is found and named by its
+/// sequence number, through the API as through the CLI (tests/cli.rs).
+#[tokio::test]
+async fn audit_chain_verify_finds_edits_deletions_reordering_and_truncation() {
+    use sqlx::Executor;
+    let tamperings: [(&str, &str, i64, &str); 5] = [
+        ("nothing", "", 0, ""),
+        ("edit", "UPDATE audit_log SET details = '{\"x\": 1}' WHERE seq = 3", 3, "edited"),
+        ("delete", "DELETE FROM audit_log WHERE seq = 2", 2, "missing"),
+        (
+            "reorder",
+            "UPDATE audit_log SET seq = -1 WHERE seq = 2; UPDATE audit_log SET seq = 2 WHERE seq = 3;
+             UPDATE audit_log SET seq = 3 WHERE seq = -1",
+            2,
+            "unlinked",
+        ),
+        ("cut", "DELETE FROM audit_log WHERE seq = (SELECT max(seq) FROM audit_log)", -1, "truncated"),
+    ];
+    for (name, sql, bad_seq, problem) in tamperings {
+        let app = spawn_app().await;
+        for prefix in ["audit-a", "audit-b"] {
+            app.create_tenant(&unique_slug(prefix)).await;
+        }
+        let verify = || {
+            call(
+                &app,
+                Method::GET,
+                "/v1/admin/audit/verify",
+                Some(&app.operator_key),
+                None,
+            )
+        };
+        let r = verify().await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["intact"], true, "{name}: {}", r.body);
+        let events = r.body["checked"].as_i64().unwrap();
+        assert!(events >= 4, "{}", r.body);
+        assert_eq!(r.body["head_seq"], events);
+        if sql.is_empty() {
+            continue;
+        }
+        let mut conn = app.store.pool().acquire().await.unwrap();
+        conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_or_delete")
+            .await
+            .unwrap();
+        conn.execute(sql).await.unwrap();
+        let r = verify().await;
+        assert_eq!(r.body["intact"], false, "{name}: {}", r.body);
+        let expected_seq = if bad_seq < 0 { events } else { bad_seq };
+        assert_eq!(r.body["first_bad_seq"], expected_seq, "{name}: {}", r.body);
+        assert_eq!(r.body["problem"], problem, "{name}: {}", r.body);
+    }
+}

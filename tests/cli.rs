@@ -212,6 +212,38 @@ async fn operator_commands_create_what_the_server_accepts() {
         output.status
     );
 
+    // The audit chain of everything above is intact; an edited event is named by its sequence number.
+    let verified = ragvault(&db, data.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("audit chain intact"));
+    {
+        use sqlx::{Connection, Executor};
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        conn.execute(
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_or_delete;
+             UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2;",
+        )
+        .await
+        .unwrap();
+    }
+    let broken = ragvault(&db, data.path())
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(!broken.status.success());
+    assert!(
+        String::from_utf8_lossy(&broken.stderr).contains("sequence number 2 (Edited)"),
+        "{}",
+        String::from_utf8_lossy(&broken.stderr)
+    );
+
     // Nothing the server or the CLI logged contains a key.
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(logs.contains("request finished"), "{logs}");

@@ -52,6 +52,8 @@ impl AuditEntry {
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord {
     pub id: i64,
+    /// Position in the hash chain.
+    pub seq: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub tenant_id: Option<TenantId>,
@@ -78,7 +80,104 @@ pub(crate) async fn insert(conn: &mut PgConnection, entry: &AuditEntry) -> Resul
     Ok(())
 }
 
+/// Events checked per query while verifying, so a long log never sits in memory.
+const VERIFY_PAGE: i64 = 5_000;
+
+/// The outcome of walking the audit hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    /// Events whose links were checked.
+    pub checked: u64,
+    /// The chain head recorded by the database (last sequence number).
+    pub head_seq: i64,
+    /// The first sequence number where the chain breaks, and how.
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<AuditProblem>,
+}
+
+impl AuditVerification {
+    pub fn is_intact(&self) -> bool {
+        self.first_bad_seq.is_none()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditProblem {
+    /// The event's content no longer matches its hash (edited, or moved to another position).
+    Edited,
+    /// Events before this one are missing (deleted).
+    Missing,
+    /// The event does not link to the one before it (reordered or replaced).
+    Unlinked,
+    /// The chain ends before the recorded head (events deleted from the end).
+    Truncated,
+}
+
 impl Store {
+    /// Walks the audit chain in sequence order up to the head read first (events appended meanwhile are
+    /// left for the next check): each event must link to the previous event's hash, hash to what its content
+    /// says, and the last must be the recorded head. Reports the first break.
+    pub async fn verify_audit_chain(&self) -> Result<AuditVerification, StoreError> {
+        let (head_seq, head_hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head")
+                .fetch_one(&self.pool)
+                .await?;
+        let mut expected_prev = vec![0u8; 32];
+        let mut expected_seq = 1i64;
+        let mut checked = 0u64;
+        let broken = |seq: i64, problem: AuditProblem, checked: u64| AuditVerification {
+            checked,
+            head_seq,
+            first_bad_seq: Some(seq),
+            problem: Some(problem),
+        };
+        loop {
+            let rows = sqlx::query(
+                "SELECT seq, prev_hash, hash,
+                        audit_row_digest(prev_hash, seq, at, tenant_id, actor, action, target, request_id,
+                                         details) AS recomputed
+                 FROM audit_log WHERE seq >= $1 AND seq <= $3 ORDER BY seq LIMIT $2",
+            )
+            .bind(expected_seq)
+            .bind(VERIFY_PAGE)
+            .bind(head_seq)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let seq: i64 = row.try_get("seq")?;
+                let prev: Vec<u8> = row.try_get("prev_hash")?;
+                let hash: Vec<u8> = row.try_get("hash")?;
+                let recomputed: Vec<u8> = row.try_get("recomputed")?;
+                if seq != expected_seq {
+                    return Ok(broken(expected_seq, AuditProblem::Missing, checked));
+                }
+                if prev != expected_prev {
+                    return Ok(broken(seq, AuditProblem::Unlinked, checked));
+                }
+                if hash != recomputed {
+                    return Ok(broken(seq, AuditProblem::Edited, checked));
+                }
+                checked += 1;
+                expected_prev = hash;
+                expected_seq += 1;
+            }
+        }
+        let last = expected_seq - 1;
+        if last != head_seq || (last > 0 && expected_prev != head_hash) {
+            return Ok(broken(expected_seq, AuditProblem::Truncated, checked));
+        }
+        Ok(AuditVerification {
+            checked,
+            head_seq,
+            first_bad_seq: None,
+            problem: None,
+        })
+    }
+
     /// Appends one event outside any other change (for events that are not part of a write, such as a
     /// refused operator action).
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -94,7 +193,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, tenant_id, actor, action, target, request_id, details
+            "SELECT id, seq, at, tenant_id, actor, action, target, request_id, details
              FROM audit_log
              WHERE id > $1 AND ($2::uuid IS NULL OR tenant_id = $2)
              ORDER BY id
@@ -109,6 +208,7 @@ impl Store {
             .map(|row| {
                 Ok(AuditRecord {
                     id: row.try_get("id")?,
+                    seq: row.try_get("seq")?,
                     at: row.try_get("at")?,
                     tenant_id: row
                         .try_get::<Option<uuid::Uuid>, _>("tenant_id")?

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use audit::{AuditEntry, AuditRecord};
+pub use audit::{AuditEntry, AuditProblem, AuditRecord, AuditVerification};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use documents::{
     ChunkRecord, DocumentRecord, NewChunk, NewDocument, PutOutcome, ResealedChunk,

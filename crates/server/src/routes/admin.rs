@@ -216,6 +216,22 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
+/// Walks the audit hash chain: `{intact, checked, head_seq, first_bad_seq, problem}`.
+pub async fn verify_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let verification = state.store.verify_audit_chain().await?;
+    Ok(Json(json!({
+        "intact": verification.is_intact(),
+        "checked": verification.checked,
+        "head_seq": verification.head_seq,
+        "first_bad_seq": verification.first_bad_seq,
+        "problem": verification.problem,
+    })))
+}
+
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,

@@ -73,6 +73,7 @@ pub fn app(state: AppState) -> Router {
             delete(admin::revoke_key),
         )
         .route("/v1/admin/audit", get(admin::list_audit))
+        .route("/v1/admin/audit/verify", get(admin::verify_audit))
         .route("/v1/admin/credentials", get(credentials::list))
         .route(
             "/v1/admin/credentials/{provider}/refresh",
