@@ -76,7 +76,12 @@ def run(library, m, build, search):
         print(f"{library},{m},{EF_CONSTRUCTION},{ef},{recall(found):.4f},{qps:.0f},{build_s:.1f},{memory_mb:.0f}", flush=True)
     del index
 
+# ANN_LIBS=hnswlib (or faiss) limits the comparison, e.g. to save build time on 1M points.
+LIBS = os.environ.get("ANN_LIBS", "hnswlib,faiss").split(",")
+
 try:
+    if "hnswlib" not in LIBS:
+        raise ImportError
     import hnswlib
     def hnswlib_build(m):
         index = hnswlib.Index(space="ip", dim=dim)
@@ -94,6 +99,8 @@ except ImportError:
     print("# hnswlib not installed", file=sys.stderr)
 
 try:
+    if "faiss" not in LIBS:
+        raise ImportError
     import faiss
     def faiss_build(m):
         faiss.omp_set_num_threads(os.cpu_count())
