@@ -530,14 +530,15 @@ impl SealedContent {
         Ok(out)
     }
 
-    /// Summaries of the active documents among `ids`, in one store round trip.
+    /// Summaries of the documents among `ids`, in one store round trip (a chunk's document is always active:
+    /// replacing a document deletes its chunks).
     pub async fn document_summaries(
         &self,
         tenant: TenantId,
         ids: &[DocumentId],
     ) -> Result<Vec<DocumentSummary>, ContentError> {
         let mut summaries = Vec::with_capacity(ids.len());
-        for record in self.store.get_documents(tenant, ids).await? {
+        for record in self.store.documents_by_ids(tenant, ids).await? {
             summaries.push(self.summary(tenant, record).await?);
         }
         Ok(summaries)

@@ -703,6 +703,19 @@ impl EmbeddedIndex {
 }
 
 impl Inner {
+    /// `Dropped` for a retired partition name (callers hold the `partitions` lock).
+    fn refuse_dropped(&self, name: &str) -> Result<(), SearchError> {
+        if self
+            .dropped
+            .lock()
+            .map_err(|_| lock_poisoned())?
+            .contains(name)
+        {
+            return Err(SearchError::Dropped);
+        }
+        Ok(())
+    }
+
     /// The open partition, loading it from disk on first use. Unusable files are moved aside and the
     /// partition starts empty (a model mismatch is not corruption and is returned as an error).
     fn partition(&self, spec: &Partition) -> Result<Arc<PartitionIndex>, SearchError> {
@@ -716,14 +729,7 @@ impl Inner {
             }
             return Ok(index.clone());
         }
-        if self
-            .dropped
-            .lock()
-            .map_err(|_| lock_poisoned())?
-            .contains(&spec.name)
-        {
-            return Err(SearchError::Dropped);
-        }
+        self.refuse_dropped(&spec.name)?;
         if spec.name.is_empty() || !spec.name.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(SearchError::Backend("invalid partition name".into()));
         }
@@ -907,14 +913,7 @@ impl VectorIndex for EmbeddedIndex {
         let source = dir.to_owned();
         blocking(move || {
             let mut partitions = inner.partitions.lock().map_err(|_| lock_poisoned())?;
-            if inner
-                .dropped
-                .lock()
-                .map_err(|_| lock_poisoned())?
-                .contains(&spec.name)
-            {
-                return Err(SearchError::Dropped);
-            }
+            inner.refuse_dropped(&spec.name)?;
             let target = inner.settings.dir.join(&spec.name);
             let staging = inner.settings.dir.join(format!("{}.restoring", spec.name));
             let _ = std::fs::remove_dir_all(&staging);

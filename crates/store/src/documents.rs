@@ -322,24 +322,6 @@ impl Store {
         rows.iter().map(document_from_row).collect()
     }
 
-    /// The active documents among `ids` (one round trip for a whole result list).
-    pub async fn get_documents(
-        &self,
-        tenant: TenantId,
-        ids: &[DocumentId],
-    ) -> Result<Vec<DocumentRecord>, StoreError> {
-        let ids: Vec<Uuid> = ids.iter().map(|d| d.0).collect();
-        let rows = sqlx::query(&format!(
-            "SELECT {DOCUMENT_COLUMNS} FROM documents
-             WHERE tenant_id = $1 AND id = ANY($2) AND status = 'active'"
-        ))
-        .bind(tenant.0)
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(document_from_row).collect()
-    }
-
     pub async fn get_document(
         &self,
         tenant: TenantId,
