@@ -48,6 +48,10 @@ uuid_id!(
     TenantId
 );
 uuid_id!(
+    /// One minted widget token (its `jti`), for audit rows; tokens themselves are not stored.
+    WidgetTokenId
+);
+uuid_id!(
     /// An uploaded document (all versions of one name share nothing: a re-upload is a new id).
     DocumentId
 );

@@ -8,7 +8,9 @@ mod principal;
 mod scope;
 mod tenant;
 
-pub use ids::{ApiKeyId, ChunkId, DocumentId, JobId, OperatorKeyId, PointId, TenantId};
+pub use ids::{
+    ApiKeyId, ChunkId, DocumentId, JobId, OperatorKeyId, PointId, TenantId, WidgetTokenId,
+};
 pub use money::{Money, Usage};
 pub use principal::Principal;
 pub use scope::{Scope, Scopes, UnknownScope};

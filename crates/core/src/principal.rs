@@ -1,4 +1,4 @@
-use crate::{ApiKeyId, OperatorKeyId, Scope, Scopes, TenantId};
+use crate::{ApiKeyId, OperatorKeyId, Scope, Scopes, TenantId, WidgetTokenId};
 use serde::Serialize;
 
 /// Who is making a request, after authentication.
@@ -11,6 +11,13 @@ pub enum Principal {
         key_id: ApiKeyId,
         scopes: Scopes,
     },
+    /// A widget token: a browser asking on a tenant's behalf, scope `ask` only.
+    Widget {
+        tenant_id: TenantId,
+        token_id: WidgetTokenId,
+        /// The end user the tenant minted the token for, as the tenant names them (opaque to ragvault).
+        subject: Option<String>,
+    },
     /// An operator key: may manage every tenant through `/v1/admin/*`, but reads no tenant content.
     Operator { key_id: OperatorKeyId },
 }
@@ -18,7 +25,9 @@ pub enum Principal {
 impl Principal {
     pub fn tenant_id(&self) -> Option<TenantId> {
         match self {
-            Principal::Tenant { tenant_id, .. } => Some(*tenant_id),
+            Principal::Tenant { tenant_id, .. } | Principal::Widget { tenant_id, .. } => {
+                Some(*tenant_id)
+            }
             Principal::Operator { .. } => None,
         }
     }
@@ -26,14 +35,17 @@ impl Principal {
     pub fn has_scope(&self, scope: Scope) -> bool {
         match self {
             Principal::Tenant { scopes, .. } => scopes.contains(scope),
+            Principal::Widget { .. } => scope == Scope::Ask,
             Principal::Operator { .. } => false,
         }
     }
 
-    /// A short, non-secret description for audit rows and logs (`api_key:<id>`, `operator:<id>`).
+    /// A short, non-secret description for audit rows and logs (`api_key:<id>`, `widget:<token id>`,
+    /// `operator:<id>`).
     pub fn actor(&self) -> String {
         match self {
             Principal::Tenant { key_id, .. } => format!("api_key:{key_id}"),
+            Principal::Widget { token_id, .. } => format!("widget:{token_id}"),
             Principal::Operator { key_id } => format!("operator:{key_id}"),
         }
     }

@@ -18,6 +18,7 @@ mod pseudonym;
 mod secret;
 mod source;
 mod vault;
+mod widget_key;
 
 pub use api_key::{ApiKeyHasher, IssuedKey, MalformedKey, PresentedKey, API_KEY_PREFIX};
 pub use data_key_cache::DataKeyCache;
@@ -38,3 +39,4 @@ pub use pseudonym::IndexKey;
 pub use secret::Secret;
 pub use source::{KeySource, API_KEY_HASH_PATH};
 pub use vault::{DatabaseLease, VaultBackend, VaultConfig};
+pub use widget_key::WidgetTokenKey;

@@ -94,19 +94,27 @@ impl KeySource {
 
     /// The key that seals tenant slugs and hashes them for lookup.
     pub fn directory_key(&self) -> crate::DirectoryKey {
-        let key = match self {
-            KeySource::Local { master, .. } => master.derive("tenant-directory/v1"),
+        crate::DirectoryKey::new(self.derive("tenant-directory/v1"))
+    }
+
+    /// The widget-token signing key with this id (see [`crate::WidgetTokenKey`]).
+    pub fn widget_token_key(&self, kid: &str) -> crate::WidgetTokenKey {
+        crate::WidgetTokenKey::new(self.derive(&crate::WidgetTokenKey::purpose(kid)))
+    }
+
+    /// A key for one purpose, derived from the root secret, so Vault holds one internal key for all uses.
+    fn derive(&self, purpose: &str) -> Secret<[u8; 32]> {
+        match self {
+            KeySource::Local { master, .. } => master.derive(purpose),
             KeySource::Vault { api_key_hash, .. } => {
-                // Derived from ragvault's internal key, so Vault holds one key for both uses.
                 let mac =
                     ring::hmac::Key::new(ring::hmac::HMAC_SHA256, api_key_hash.expose_secret());
-                let tag = ring::hmac::sign(&mac, b"ragvault/tenant-directory/v1");
+                let tag = ring::hmac::sign(&mac, format!("ragvault/{purpose}").as_bytes());
                 let mut key = [0u8; 32];
                 key.copy_from_slice(tag.as_ref());
                 Secret::new(key)
             }
-        };
-        crate::DirectoryKey::new(key)
+        }
     }
 
     /// Whether the source can be used right now.

@@ -1,3 +1,4 @@
+use crate::widget::{is_widget_token, WidgetTokenSettings, WidgetTokens};
 use crate::GatewayError;
 use ragvault_core::{
     ApiKeyId, Environment, OperatorKeyId, Principal, Scope, Scopes, TenantId, TenantSlug,
@@ -30,7 +31,7 @@ impl RequestContext {
         }
     }
 
-    fn audit(&self, action: &'static str) -> AuditEntry {
+    pub(crate) fn audit(&self, action: &'static str) -> AuditEntry {
         AuditEntry::new(self.actor.clone(), action).request_id(self.request_id.clone())
     }
 }
@@ -74,6 +75,16 @@ pub struct AccessControl {
     hasher: Arc<ApiKeyHasher>,
     directory: Arc<DirectoryKey>,
     keys: Arc<KeySource>,
+    widgets: Arc<WidgetTokens>,
+}
+
+/// What a browser request says about where it comes from; widget tokens are checked against it.
+#[derive(Clone, Debug, Default)]
+pub struct BrowserContext<'a> {
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The `x-ragvault-tenant` header: the tenant (id or slug) the calling page belongs to.
+    pub tenant_hint: Option<&'a str>,
 }
 
 /// What a key rotation did.
@@ -85,12 +96,26 @@ pub struct KeyRotation {
 
 impl AccessControl {
     pub fn new(store: Store, keys: Arc<KeySource>) -> AccessControl {
+        AccessControl::with_widget_settings(store, keys, WidgetTokenSettings::default())
+    }
+
+    pub fn with_widget_settings(
+        store: Store,
+        keys: Arc<KeySource>,
+        widget: WidgetTokenSettings,
+    ) -> AccessControl {
         AccessControl {
-            store,
+            widgets: Arc::new(WidgetTokens::new(store.clone(), keys.clone(), widget)),
             hasher: Arc::new(keys.api_key_hasher()),
             directory: Arc::new(keys.directory_key()),
+            store,
             keys,
         }
+    }
+
+    /// Widget-token minting, verification and signing-key rotation.
+    pub fn widget_tokens(&self) -> &WidgetTokens {
+        &self.widgets
     }
 
     fn view(&self, record: TenantRecord) -> Result<TenantView, GatewayError> {
@@ -152,6 +177,7 @@ impl AccessControl {
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
+        browser: &BrowserContext<'_>,
     ) -> Result<Principal, GatewayError> {
         let header = authorization.ok_or(GatewayError::MissingCredentials)?;
         let (scheme, token) = header
@@ -160,6 +186,21 @@ impl AccessControl {
             .ok_or(GatewayError::MalformedCredentials)?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(GatewayError::MalformedCredentials);
+        }
+        if is_widget_token(token.trim()) {
+            let tenant_hint = match browser.tenant_hint {
+                None => None,
+                Some(hint) => Some(self.resolve_tenant_hint(hint).await?),
+            };
+            return self
+                .widgets
+                .verify(
+                    token.trim(),
+                    browser.origin,
+                    tenant_hint,
+                    OffsetDateTime::now_utc(),
+                )
+                .await;
         }
         let presented =
             PresentedKey::parse(token.trim()).map_err(|_| GatewayError::InvalidCredentials)?;
@@ -174,6 +215,20 @@ impl AccessControl {
         let principal = check_usable(&row, OffsetDateTime::now_utc())?;
         self.record_use(row.kind, row.id);
         Ok(principal)
+    }
+
+    /// The tenant a page names, by id or slug; an unknown one is a wrong tenant for any token.
+    async fn resolve_tenant_hint(&self, hint: &str) -> Result<TenantId, GatewayError> {
+        if let Ok(id) = hint.parse::<TenantId>() {
+            return Ok(id);
+        }
+        match self.get_tenant_by_slug(hint).await {
+            Ok(tenant) => Ok(tenant.id),
+            Err(GatewayError::Store(ragvault_store::StoreError::NotFound(_))) => {
+                Err(GatewayError::WidgetWrongTenant)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn record_use(&self, kind: CredentialKind, id: uuid::Uuid) {
@@ -495,10 +550,8 @@ fn check_expiry(
 pub fn require_tenant_scope(principal: &Principal, scope: Scope) -> Result<TenantId, GatewayError> {
     match principal {
         Principal::Operator { .. } => Err(GatewayError::TenantOnly),
-        Principal::Tenant {
-            tenant_id, scopes, ..
-        } => {
-            if scopes.contains(scope) {
+        Principal::Tenant { tenant_id, .. } | Principal::Widget { tenant_id, .. } => {
+            if principal.has_scope(scope) {
                 Ok(*tenant_id)
             } else {
                 Err(GatewayError::InsufficientScope(scope))
@@ -511,7 +564,7 @@ pub fn require_tenant_scope(principal: &Principal, scope: Scope) -> Result<Tenan
 pub fn require_operator(principal: &Principal) -> Result<OperatorKeyId, GatewayError> {
     match principal {
         Principal::Operator { key_id } => Ok(*key_id),
-        Principal::Tenant { .. } => Err(GatewayError::OperatorOnly),
+        Principal::Tenant { .. } | Principal::Widget { .. } => Err(GatewayError::OperatorOnly),
     }
 }
 

@@ -34,6 +34,24 @@ pub enum GatewayError {
     },
     #[error("no price for provider `{provider}` model `{model}` in the price table")]
     Unpriced { provider: String, model: String },
+    #[error("the widget token is not well formed")]
+    MalformedWidgetToken,
+    #[error("the widget token's signature does not match its contents")]
+    WidgetTokenTampered,
+    #[error("the widget token was signed with a key that no longer verifies")]
+    WidgetKeyRetired,
+    #[error("the widget token has expired")]
+    WidgetTokenExpired,
+    #[error("the widget token is bound to another origin")]
+    WidgetOriginMismatch,
+    #[error("the widget token belongs to another tenant")]
+    WidgetWrongTenant,
+    #[error("ttl_seconds must be between 1 and {max_seconds}")]
+    InvalidTokenTtl { max_seconds: u64 },
+    #[error("origin `{0}` is not in widget.allowed_origins")]
+    OriginNotAllowed(String),
+    #[error("subject must be 1 to {max_chars} printable characters")]
+    InvalidSubject { max_chars: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -5,11 +5,16 @@
 mod access;
 mod error;
 pub mod pricing;
+mod widget;
 
 pub use access::{
-    require_operator, require_tenant_scope, AccessControl, CreatedTenant, IssuedApiKey,
-    IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
+    require_operator, require_tenant_scope, AccessControl, BrowserContext, CreatedTenant,
+    IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
 pub use error::GatewayError;
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
+pub use widget::{
+    is_widget_token, MintRequest, MintedToken, WidgetTokenSettings, WidgetTokens,
+    WIDGET_TOKEN_PREFIX,
+};

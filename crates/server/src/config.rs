@@ -33,7 +33,76 @@ pub struct Settings {
     #[serde(default)]
     pub pricing: PricingSettings,
     #[serde(default)]
+    pub widget: WidgetSettings,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidgetSettings {
+    /// Lifetime of a widget token minted without `ttl_seconds`.
+    pub default_ttl_secs: u64,
+    /// Longest lifetime a token may ask for; also how long a retired signing key keeps verifying.
+    pub max_ttl_secs: u64,
+    /// Browser origins (`https://shop.example`) that may call `/v1/ask` with a widget token: CORS answers
+    /// for these only, and a token can be bound only to one of them.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WidgetSettings {
+    fn default() -> Self {
+        WidgetSettings {
+            default_ttl_secs: 600,
+            max_ttl_secs: 3600,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl WidgetSettings {
+    pub fn token_settings(&self) -> ragvault_gateway::WidgetTokenSettings {
+        ragvault_gateway::WidgetTokenSettings {
+            default_ttl: Duration::from_secs(self.default_ttl_secs),
+            max_ttl: Duration::from_secs(self.max_ttl_secs),
+            allowed_origins: self.allowed_origins.clone(),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.default_ttl_secs == 0 || self.default_ttl_secs > self.max_ttl_secs {
+            problems
+                .push("widget.default_ttl_secs: must be between 1 and widget.max_ttl_secs".into());
+        }
+        if self.max_ttl_secs > 24 * 3600 {
+            problems
+                .push("widget.max_ttl_secs: at most 86400 (widget tokens are short-lived)".into());
+        }
+        for origin in &self.allowed_origins {
+            if !is_origin(origin) {
+                problems.push(format!(
+                    "widget.allowed_origins: `{origin}` is not an origin (scheme://host[:port], no path or trailing slash)"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `http(s)://host[:port]` exactly as browsers send it in `Origin`.
+fn is_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+        && !rest.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -415,7 +484,7 @@ impl Settings {
 
     /// Every problem with the values, as `key: what is wrong`. Pure: touches no file or network.
     fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = self.widget.problems();
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push("database.url: must be a postgres:// or postgresql:// URL".to_owned());

@@ -124,6 +124,33 @@ impl From<GatewayError> for ApiError {
             GatewayError::InvalidExpiry { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_expiry", message)
             }
+            GatewayError::MalformedWidgetToken => {
+                ApiError::new(S::UNAUTHORIZED, "widget_token_malformed", message)
+            }
+            GatewayError::WidgetTokenTampered => {
+                ApiError::new(S::UNAUTHORIZED, "widget_token_invalid_signature", message)
+            }
+            GatewayError::WidgetKeyRetired => {
+                ApiError::new(S::UNAUTHORIZED, "widget_token_key_retired", message)
+            }
+            GatewayError::WidgetTokenExpired => {
+                ApiError::new(S::UNAUTHORIZED, "widget_token_expired", message)
+            }
+            GatewayError::WidgetOriginMismatch => {
+                ApiError::new(S::FORBIDDEN, "widget_token_origin_mismatch", message)
+            }
+            GatewayError::WidgetWrongTenant => {
+                ApiError::new(S::FORBIDDEN, "widget_token_wrong_tenant", message)
+            }
+            GatewayError::InvalidTokenTtl { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_ttl", message)
+            }
+            GatewayError::OriginNotAllowed(_) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "origin_not_allowed", message)
+            }
+            GatewayError::InvalidSubject { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_subject", message)
+            }
             // Price problems are configuration faults, caught at start; at request time they are ours.
             GatewayError::InvalidPriceTable { .. } | GatewayError::Unpriced { .. } => {
                 ApiError::internal(&message)

@@ -7,7 +7,10 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use ragvault_gateway::{Principal, RequestContext};
+use ragvault_gateway::{BrowserContext, Principal, RequestContext};
+
+/// The tenant (id or slug) a widget page says it belongs to; a widget token for another tenant is refused.
+pub const TENANT_HINT_HEADER: &str = "x-ragvault-tenant";
 use serde::de::DeserializeOwned;
 
 /// JSON body.
@@ -125,7 +128,17 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::from(ragvault_gateway::GatewayError::MalformedCredentials)
             })?),
         };
-        let principal = state.access.authenticate(header).await?;
+        let browser = BrowserContext {
+            origin: parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok()),
+            tenant_hint: parts
+                .headers
+                .get(TENANT_HINT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        };
+        let principal = state.access.authenticate(header, &browser).await?;
         let request_id = parts
             .extensions
             .get::<RequestId>()

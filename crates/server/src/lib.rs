@@ -196,7 +196,11 @@ impl Application {
             ))),
             _ => None,
         };
-        let access = AccessControl::new(store.clone(), key_source.clone());
+        let access = AccessControl::with_widget_settings(
+            store.clone(),
+            key_source.clone(),
+            settings.widget.token_settings(),
+        );
         let sealed = access.seal_clear_slugs().await?;
         if sealed > 0 {
             tracing::info!(tenants = sealed, "sealed tenant slugs stored in the clear");

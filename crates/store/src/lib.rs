@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod retrieval;
 mod tenants;
+mod widget_keys;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -28,6 +29,7 @@ pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use retrieval::ChunkVector;
 pub use tenants::{NewTenant, TenantRecord};
+pub use widget_keys::WidgetSigningKeyRecord;
 
 /// Connection settings for the pool.
 #[derive(Clone, Debug)]

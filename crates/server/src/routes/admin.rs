@@ -232,6 +232,30 @@ pub async fn verify_audit(
     })))
 }
 
+/// Key ids that still verify widget tokens, newest first (never key material).
+pub async fn list_widget_signing_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let keys = state.access.widget_tokens().list_keys().await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// Starts a new widget signing key; tokens signed with the old one verify until they expire.
+pub async fn rotate_widget_signing_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let kid = state
+        .access
+        .widget_tokens()
+        .rotate(&caller.context())
+        .await?;
+    Ok(Json(json!({ "kid": kid })))
+}
+
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,10 +14,38 @@ pub use credentials::credential_error;
 
 use crate::middleware;
 use crate::state::AppState;
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::{delete, get, post};
 use axum::Router;
+use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
+
+/// CORS for routes a widget calls from a browser: only `widget.allowed_origins`, only what a widget sends.
+fn widget_cors(state: &AppState) -> CorsLayer {
+    let origins: Vec<HeaderValue> = state
+        .settings
+        .widget
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(crate::extract::TENANT_HINT_HEADER),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("server-timing"),
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600))
+}
 
 /// The whole HTTP surface. Kept as a function of the state so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
@@ -43,7 +71,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/jobs/{job_id}", get(documents::job))
         .route("/v1/search", post(search::search))
-        .route("/v1/ask", post(ask::ask))
+        .route("/v1/ask", post(ask::ask).layer(widget_cors(&state)))
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/widget-tokens", post(tenant::mint_widget_token))
         .route(
@@ -74,6 +102,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/audit", get(admin::list_audit))
         .route("/v1/admin/audit/verify", get(admin::verify_audit))
+        .route(
+            "/v1/admin/widget-signing-keys",
+            get(admin::list_widget_signing_keys),
+        )
+        .route(
+            "/v1/admin/widget-signing-keys/rotate",
+            post(admin::rotate_widget_signing_key),
+        )
         .route("/v1/admin/credentials", get(credentials::list))
         .route(
             "/v1/admin/credentials/{provider}/refresh",

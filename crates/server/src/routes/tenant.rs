@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use ragvault_core::{ApiKeyId, Principal, Scope};
-use ragvault_gateway::require_tenant_scope;
+use ragvault_gateway::{require_tenant_scope, MintRequest};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -33,6 +33,17 @@ pub async fn whoami(
                 "scopes": scopes,
             })
         }
+        Principal::Widget {
+            tenant_id,
+            token_id,
+            subject,
+        } => json!({
+            "kind": "widget",
+            "tenant_id": tenant_id,
+            "token_id": token_id,
+            "subject": subject,
+            "scopes": ["ask"],
+        }),
         Principal::Operator { key_id } => json!({"kind": "operator", "key_id": key_id}),
     }))
 }
@@ -81,15 +92,26 @@ pub async fn revoke_key(
 
 /// Routes whose capability is not built yet still enforce authentication and scope, then say plainly
 /// that the capability is missing rather than pretending to work.
-fn not_built(capability: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        format!("{capability} is not available in this build yet"),
-    )
-}
-
-pub async fn mint_widget_token(caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_tenant_scope(&caller.principal, Scope::Tokens)?;
-    Err(not_built("widget tokens"))
+/// Mints a widget token for the caller's tenant (scope `tokens`). The token is shown once; nothing about it
+/// is stored, so minting one per page view costs no database write.
+pub async fn mint_widget_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<MintRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = require_tenant_scope(&caller.principal, Scope::Tokens)?;
+    let minted = state
+        .access
+        .widget_tokens()
+        .mint(tenant_id, &request, time::OffsetDateTime::now_utc())
+        .await?;
+    let expires_at = minted
+        .expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "token": minted.token.expose_secret(),
+        "token_id": minted.token_id,
+        "expires_at": expires_at,
+    })))
 }
