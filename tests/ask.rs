@@ -6,7 +6,8 @@
 
 use ragvault_testkit::http::{assert_error, call, ingest_text, parse_sse, sse_events};
 use ragvault_testkit::{
-    spawn_app_with, unique_slug, FakeProvider, StreamFault, TestApp, TestTenant, DEFAULT_REPLY,
+    app_with_providers, provider_key_for as key_for, spawn_app_with, unique_slug, FakeProvider,
+    StreamFault, TestApp, TestTenant, DEFAULT_REPLY,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -23,46 +24,6 @@ router for ten seconds until the lights blink amber.\n";
 /// The fake counts output tokens as words.
 fn reply_words() -> usize {
     DEFAULT_REPLY.split_whitespace().count()
-}
-
-fn key_for(provider: &str) -> String {
-    // Assembled at run time: no credential-shaped literal in the repository.
-    format!("{}-{}", provider, "k".repeat(24))
-}
-
-/// An app whose providers `names` (with their APIs) all point at one fake, each with an accepted key.
-async fn app_with_providers(
-    fake: &FakeProvider,
-    providers: &[(&str, &str)],
-    extra: &[(&str, &str)],
-) -> TestApp {
-    let mut overrides: Vec<(String, String)> = Vec::new();
-    for (name, api) in providers {
-        let base = if *api == "gemini" {
-            fake.gemini_base_url()
-        } else {
-            fake.base_url.clone()
-        };
-        overrides.push((format!("providers.{name}.base_url"), format!("\"{base}\"")));
-        overrides.push((format!("providers.{name}.api"), format!("\"{api}\"")));
-        overrides.push((
-            format!("providers.{name}.model"),
-            format!("\"{name}-model\""),
-        ));
-    }
-    for (k, v) in extra {
-        overrides.push(((*k).to_owned(), (*v).to_owned()));
-    }
-    let borrowed: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let app = spawn_app_with(&borrowed).await;
-    for (name, _) in providers {
-        fake.accept(&key_for(name));
-        app.set_provider_key(name, &key_for(name)).await;
-    }
-    app
 }
 
 async fn tenant_with_manuals(app: &TestApp) -> TestTenant {

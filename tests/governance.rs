@@ -1,10 +1,14 @@
-//! Governance end to end: widget tokens (minting, every refusal, origin binding, CORS, key rotation).
+//! Governance end to end: widget tokens (minting, every refusal, origin binding, CORS, key rotation);
+//! budgets that hold under concurrency (one replica and two), metering and its rollups, the per-ask audit
+//! event, and the service role that cannot rewrite the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ragvault_testkit::http::{assert_error, call, ingest_text, reply, Reply};
-use ragvault_testkit::{spawn_app_with, unique_slug, TestApp, TestTenant};
+use ragvault_testkit::{
+    app_with_providers, spawn_app_with, unique_slug, FakeProvider, TestApp, TestTenant,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -380,4 +384,309 @@ async fn signing_keys_rotate_without_cutting_off_live_tokens() {
     )
     .await;
     assert_error(&r, StatusCode::FORBIDDEN, "operator_key_required");
+}
+
+async fn set_policy(app: &TestApp, tenant: &TestTenant, policy: Value) {
+    let r = call(
+        app,
+        Method::PATCH,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        Some(json!({ "policy": policy })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+async fn ask(app: &TestApp, key: &str, max_tokens: u32) -> Reply {
+    call(
+        app,
+        Method::POST,
+        "/v1/ask",
+        Some(key),
+        Some(json!({"query": "How do I prime the pump?", "max_tokens": max_tokens})),
+    )
+    .await
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> Value {
+    let r = call(app, Method::GET, path, Some(&app.operator_key), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn budgets_stop_before_the_provider_and_hold_under_concurrency() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(
+        &fake,
+        &[("openai", "openai")],
+        &[("budget.slice_micro_usd", "1500")],
+    )
+    .await;
+    let tenant = app.create_tenant(&unique_slug("budget")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+
+    // A budget smaller than any answer's worst case: refused before the provider is called.
+    set_policy(
+        &app,
+        &tenant,
+        json!({"failover_chain": ["openai"], "budget_micro_usd": 100}),
+    )
+    .await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "budget_exceeded");
+    let retry_after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        retry_after >= 1 && retry_after <= 31 * 86_400,
+        "{retry_after}"
+    );
+    assert_eq!(
+        fake.requests(),
+        0,
+        "the provider was called despite the budget"
+    );
+
+    // One answer's real cost, metered at the test price (input + 2 x output micro-USD).
+    set_policy(&app, &tenant, json!({"failover_chain": ["openai"]})).await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let usage = &r.body["usage"];
+    let one_cost = usage["cost_micro_usd"].as_u64().unwrap();
+    assert_eq!(
+        one_cost,
+        usage["input_tokens"].as_u64().unwrap() + 2 * usage["output_tokens"].as_u64().unwrap()
+    );
+
+    // A budget for a handful more, then a burst of 40 concurrent asks: some answer, the rest are refused
+    // with no provider call, and spend never passes the budget.
+    let budget = 20 * one_cost;
+    set_policy(
+        &app,
+        &tenant,
+        json!({"failover_chain": ["openai"], "budget_micro_usd": budget + one_cost}),
+    )
+    .await;
+    let calls_before = fake.requests();
+    let replies =
+        futures_util::future::join_all((0..40).map(|_| ask(&app, &tenant.api_key, 64))).await;
+    let answered = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count() as u64;
+    for r in replies.iter().filter(|r| r.status != StatusCode::OK) {
+        assert_error(r, StatusCode::TOO_MANY_REQUESTS, "budget_exceeded");
+    }
+    assert!(answered >= 1 && answered < 40, "answered {answered} of 40");
+    assert_eq!(
+        fake.requests() - calls_before,
+        answered,
+        "refused asks reached the provider"
+    );
+    let ledger = admin_get(&app, &format!("/v1/admin/tenants/{}/budget", tenant.id)).await;
+    let spent = ledger["spent_micro_usd"].as_u64().unwrap();
+    assert_eq!(spent, one_cost * (answered + 1), "{ledger}");
+    // The first answer ran without a budget; everything after it stayed within the limit.
+    assert!(spent - one_cost <= budget + one_cost, "{ledger}");
+    assert!(
+        ledger["committed_micro_usd"].as_u64().unwrap() <= budget + one_cost,
+        "{ledger}"
+    );
+
+    // Usage rows and rollups agree with the answers.
+    let report = admin_get(
+        &app,
+        &format!("/v1/admin/usage?tenant={}&group_by=model", tenant.slug),
+    )
+    .await;
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(rows[0]["provider"], "openai");
+    assert_eq!(rows[0]["model"], "openai-model");
+    assert_eq!(rows[0]["requests"].as_u64().unwrap(), answered + 1);
+    assert_eq!(rows[0]["cost_micro_usd"].as_u64().unwrap(), spent);
+    let by_day = admin_get(&app, &format!("/v1/admin/usage?tenant={}", tenant.id)).await;
+    assert_eq!(by_day["total_cost_micro_usd"].as_u64().unwrap(), spent);
+    assert!(by_day["rows"][0]["day"].is_string(), "{by_day}");
+    for bad in [
+        "from=yesterday",
+        "group_by=week",
+        "from=2026-02-01&to=2026-01-01",
+    ] {
+        let r = call(
+            &app,
+            Method::GET,
+            &format!("/v1/admin/usage?{bad}"),
+            Some(&app.operator_key),
+            None,
+        )
+        .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    let key_versions: Vec<(Option<i64>, String)> =
+        sqlx::query_as("SELECT key_version, outcome FROM usage_events WHERE tenant_id = $1::uuid")
+            .bind(&tenant.id)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert!(
+        key_versions.iter().all(|(v, o)| v.is_some() && o == "ok"),
+        "{key_versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
+    use ragvault_gateway::{BudgetGuard, TenantBudget};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("replicas")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let budget = Some(TenantBudget {
+        hard_micro_usd: 10_000,
+        soft_micro_usd: None,
+    });
+    // Two replicas' guards over the same Postgres ledger, 300 concurrent reservations of 70 each.
+    let replicas = [
+        Arc::new(BudgetGuard::new(app.store.clone(), 400)),
+        Arc::new(BudgetGuard::new(app.store.clone(), 400)),
+    ];
+    let tasks = (0..300).map(|i| {
+        let guard = replicas[i % 2].clone();
+        tokio::spawn(async move {
+            match guard.reserve(tenant_id, budget, 70).await {
+                Ok(reservation) => {
+                    reservation.settle(70);
+                    true
+                }
+                Err(ragvault_gateway::GatewayError::BudgetExceeded { .. }) => false,
+                Err(e) => panic!("{e}"),
+            }
+        })
+    });
+    let granted = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|ok| *ok.as_ref().unwrap())
+        .count() as u64;
+    assert!(
+        granted * 70 <= 10_000,
+        "{granted} reservations of 70 passed a budget of 10000"
+    );
+    // Slices are not wasted: returned slack lets the budget be used nearly to the end.
+    for guard in &replicas {
+        guard.return_unused().await.unwrap();
+    }
+    let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
+    let ledger = app.store.budget_month(tenant_id, month).await.unwrap();
+    assert_eq!(
+        ledger.committed_micro_usd as u64,
+        granted * 70,
+        "{ledger:?}"
+    );
+    assert!(
+        granted >= 100,
+        "only {granted} of 142 possible reservations passed"
+    );
+}
+
+#[tokio::test]
+async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(
+        &fake,
+        &[("openai", "openai")],
+        &[("widget.allowed_origins", "[\"https://shop.example\"]")],
+    )
+    .await;
+    let tenant = app.create_tenant(&unique_slug("audited")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    set_policy(
+        &app,
+        &tenant,
+        json!({"failover_chain": ["openai"], "budget_micro_usd": 1_000_000, "budget_soft_micro_usd": 1}),
+    )
+    .await;
+    let token = minted(&app, &tenant, json!({"subject": "visitor-5"})).await;
+    let r = ask_from(&app, &token, None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let request_id = r.body["request_id"].as_str().unwrap().to_owned();
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let mut soft_alerts = 0;
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let audit = admin_get(&app, &format!("/v1/admin/audit?tenant={}", tenant.id)).await;
+        events = audit["events"].as_array().unwrap().clone();
+        soft_alerts = events
+            .iter()
+            .filter(|e| e["action"] == "budget.soft_threshold_crossed")
+            .count();
+        if soft_alerts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(soft_alerts, 1, "{events:?}");
+    let asks: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "ask.retrieved")
+        .collect();
+    assert_eq!(asks.len(), 2, "{events:?}");
+    let widget_ask = asks
+        .iter()
+        .find(|e| e["request_id"] == request_id.as_str())
+        .unwrap();
+    assert!(widget_ask["actor"].as_str().unwrap().starts_with("widget:"));
+    assert_eq!(widget_ask["details"]["subject"], "visitor-5");
+    assert!(!widget_ask["details"]["points"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let text = widget_ask.to_string();
+    assert!(
+        !text.contains("prime") && !text.contains("pump"),
+        "the audit event holds text: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_service_role_cannot_rewrite_the_audit_log() {
+    use sqlx::Executor;
+    let app = spawn_app_with(&[]).await;
+    app.create_tenant(&unique_slug("role")).await;
+    let as_service = |sql: &'static str| {
+        let pool = app.store.pool().clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            tx.execute("SET LOCAL ROLE ragvault_service").await.unwrap();
+            let result = tx.execute(sql).await.map(|_| ());
+            if result.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            result
+        }
+    };
+    as_service("INSERT INTO audit_log (actor, action) VALUES ('test', 'role.check')")
+        .await
+        .expect("the service role appends audit events");
+    as_service("SELECT count(*) FROM tenants")
+        .await
+        .expect("the service role reads its tables");
+    for forbidden in [
+        "UPDATE audit_log SET action = 'edited'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "UPDATE audit_head SET seq = 1",
+    ] {
+        let err = as_service(forbidden)
+            .await
+            .expect_err(forbidden)
+            .to_string();
+        assert!(err.contains("permission denied"), "{forbidden}: {err}");
+    }
+    let verify = admin_get(&app, "/v1/admin/audit/verify").await;
+    assert_eq!(verify["intact"], true, "{verify}");
 }

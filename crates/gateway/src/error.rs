@@ -52,6 +52,10 @@ pub enum GatewayError {
     OriginNotAllowed(String),
     #[error("subject must be 1 to {max_chars} printable characters")]
     InvalidSubject { max_chars: usize },
+    #[error("the tenant's monthly budget cannot cover this request")]
+    BudgetExceeded { retry_after_secs: u64 },
+    #[error("usage could not be recorded: {0}")]
+    MeteringUnavailable(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

@@ -3,7 +3,9 @@
 //! behind `Secret` and the keyed hashes stored by `store`.
 
 mod access;
+mod budget;
 mod error;
+mod metering;
 pub mod pricing;
 mod widget;
 
@@ -11,7 +13,9 @@ pub use access::{
     require_operator, require_tenant_scope, AccessControl, BrowserContext, CreatedTenant,
     IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
+pub use budget::{seconds_until_next_month, BudgetGuard, Reservation, TenantBudget};
 pub use error::GatewayError;
+pub use metering::Metering;
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{

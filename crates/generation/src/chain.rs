@@ -73,6 +73,13 @@ impl ProviderChain {
         self.links.iter().map(|l| l.provider.name())
     }
 
+    /// `(provider, model)` of every link, in chain order (for pricing a worst case before calling).
+    pub fn models(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.links
+            .iter()
+            .map(|l| (l.provider.name(), l.provider.model()))
+    }
+
     fn request_for(
         &self,
         provider: &dyn ChatProvider,

@@ -31,6 +31,8 @@ const POLICY_TTL: Duration = Duration::from_secs(5);
 pub struct TenantGeneration {
     pub chain: ProviderChain,
     pub pii: Arc<PiiRules>,
+    /// The tenant's monthly budget (policy `budget_micro_usd`, or the sandbox default); none = unlimited.
+    pub budget: Option<ragvault_gateway::TenantBudget>,
 }
 
 /// Every configured provider behind its breaker, the default chain, and per-tenant policies.
@@ -42,6 +44,8 @@ pub struct Generator {
     store: Store,
     cache: Mutex<HashMap<TenantId, (Instant, Arc<TenantGeneration>)>>,
     prices: ragvault_gateway::PriceTable,
+    /// Monthly budget of sandbox tenants whose policy sets none.
+    sandbox_budget: u64,
 }
 
 impl Generator {
@@ -101,7 +105,9 @@ impl Generator {
             default: Arc::new(TenantGeneration {
                 chain: ProviderChain::new(Vec::new()),
                 pii: Arc::new(PiiRules::none()),
+                budget: None,
             }),
+            sandbox_budget: settings.budget.sandbox_monthly_micro_usd,
             settings: generation.clone(),
             custom_pii,
             store,
@@ -111,6 +117,7 @@ impl Generator {
         generator.default = Arc::new(TenantGeneration {
             chain: generator.chain(&generation.chain)?,
             pii: Arc::new(generator.pii_rules(&generation.pii_categories)?),
+            budget: None,
         });
         Ok(generator)
     }
@@ -170,7 +177,8 @@ impl Generator {
         let categories: Option<Vec<PiiCategory>> = policy
             .get("pii_categories")
             .and_then(|v| serde_json::from_value(v.clone()).ok());
-        let resolved = if chain.is_none() && categories.is_none() {
+        let budget = tenant_budget(policy, record.environment, self.sandbox_budget);
+        let resolved = if chain.is_none() && categories.is_none() && budget.is_none() {
             self.default.clone()
         } else {
             let chain = match chain {
@@ -192,11 +200,30 @@ impl Generator {
                 ),
                 None => self.default.pii.clone(),
             };
-            Arc::new(TenantGeneration { chain, pii })
+            Arc::new(TenantGeneration { chain, pii, budget })
         };
         self.lock_cache()
             .insert(tenant, (Instant::now(), resolved.clone()));
         Ok(resolved)
+    }
+
+    /// The most `input` can cost on any provider of `chain`: counted prompt tokens (plus a margin for
+    /// provider tokenizers that count more) and all of `max_output_tokens`, at the dearest link's prices.
+    pub fn worst_case_micro_usd(&self, chain: &ProviderChain, input: &AnswerInput) -> u64 {
+        let input_tokens = estimated_input_tokens(input);
+        let output_tokens = u64::from(input.max_output_tokens);
+        chain
+            .models()
+            .filter(|(provider, _)| *provider != "local")
+            .map(|(provider, model)| {
+                self.prices
+                    .cost_micro_usd(provider, model, input_tokens, output_tokens)
+                    // Unpriced models were refused at start; should one slip through, budget it as
+                    // unaffordable rather than free.
+                    .unwrap_or(u64::MAX)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Forgets a cached policy (after the policy changed).
@@ -223,6 +250,49 @@ impl Generator {
 }
 
 /// A question made ready for a provider: retrieved, pseudonymized.
+/// Prompt tokens `input` can produce: everything it holds, counted with o200k, plus the instructions and
+/// per-message framing, with 10 % on top for tokenizers that split finer.
+pub fn estimated_input_tokens(input: &AnswerInput) -> u64 {
+    use ragvault_generation::tokens::count_tokens;
+    let counted = count_tokens(&input.question)
+        + input
+            .history
+            .iter()
+            .map(|m| count_tokens(&m.content) + 8)
+            .sum::<usize>()
+        + input
+            .sources
+            .iter()
+            .map(|s| count_tokens(&s.name) + count_tokens(&s.text) + 24)
+            .sum::<usize>()
+        + PROMPT_FRAMING_TOKENS;
+    let counted = u64::try_from(counted).unwrap_or(u64::MAX);
+    counted.saturating_add(counted / 10)
+}
+
+/// Instructions and tags around the question and sources (the system prompt is about 150 tokens).
+const PROMPT_FRAMING_TOKENS: usize = 256;
+
+/// The budget a tenant's policy sets (`budget_micro_usd`, optional `budget_soft_micro_usd`); sandbox
+/// tenants without one get the sandbox default.
+fn tenant_budget(
+    policy: &serde_json::Value,
+    environment: ragvault_core::Environment,
+    sandbox_default: u64,
+) -> Option<ragvault_gateway::TenantBudget> {
+    let hard = policy.get("budget_micro_usd").and_then(|v| v.as_u64());
+    let soft = policy.get("budget_soft_micro_usd").and_then(|v| v.as_u64());
+    let hard = match (hard, environment) {
+        (Some(hard), _) => hard,
+        (None, ragvault_core::Environment::Sandbox) => sandbox_default,
+        (None, _) => return None,
+    };
+    Some(ragvault_gateway::TenantBudget {
+        hard_micro_usd: hard,
+        soft_micro_usd: soft,
+    })
+}
+
 pub struct Grounding {
     pub pseudonymizer: Pseudonymizer,
     pub chunks: Vec<RetrievedChunk>,
@@ -388,4 +458,197 @@ pub fn generation_error(e: GenerationError) -> ApiError {
         "provider_unavailable",
         "no AI provider could answer right now; try again shortly",
     )
+}
+
+/// One finished provider call, as it is metered.
+pub struct MeteredCall<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub key_version: Option<u64>,
+    pub usage: TokenUsage,
+    pub cost_micro_usd: u64,
+    pub latency: Duration,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// `ok`, or `stream_failed` for a stream that broke after it started.
+    pub outcome: &'static str,
+    /// Providers tried before this one that failed (each metered as an `error` call with no tokens).
+    pub failovers: &'a [ragvault_generation::chain::ChainEvent],
+}
+
+/// Text bytes of everything an answer input carries: what goes out to the provider, give or take framing.
+pub fn input_bytes(input: &AnswerInput) -> u64 {
+    let bytes = input.question.len()
+        + input.history.iter().map(|m| m.content.len()).sum::<usize>()
+        + input
+            .sources
+            .iter()
+            .map(|s| s.name.len() + s.text.len())
+            .sum::<usize>();
+    u64::try_from(bytes).unwrap_or(u64::MAX)
+}
+
+/// Usage rows for a call and the failed attempts before it.
+fn usage_rows(
+    caller: &crate::extract::Caller,
+    tenant: TenantId,
+    chain: &ProviderChain,
+    call: &MeteredCall<'_>,
+) -> Vec<ragvault_store::NewUsageEvent> {
+    let now = time::OffsetDateTime::now_utc();
+    let row = |provider: &str, model: &str| ragvault_store::NewUsageEvent {
+        at: now,
+        tenant_id: tenant,
+        principal: caller.principal.actor(),
+        request_id: Some(caller.request_id.clone()),
+        kind: "generation",
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+        key_version: None,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_micro_usd: 0,
+        latency_ms: 0,
+        bytes_sent: 0,
+        bytes_received: 0,
+        outcome: "error",
+    };
+    let mut rows: Vec<_> = call
+        .failovers
+        .iter()
+        .map(|failed| {
+            let model = chain
+                .models()
+                .find(|(p, _)| *p == failed.provider)
+                .map_or("unknown", |(_, m)| m);
+            row(&failed.provider, model)
+        })
+        .collect();
+    rows.push(ragvault_store::NewUsageEvent {
+        key_version: call.key_version,
+        input_tokens: call.usage.input_tokens,
+        output_tokens: call.usage.output_tokens,
+        cost_micro_usd: call.cost_micro_usd,
+        latency_ms: u64::try_from(call.latency.as_millis()).unwrap_or(u64::MAX),
+        bytes_sent: call.bytes_sent,
+        bytes_received: call.bytes_received,
+        outcome: call.outcome,
+        ..row(call.provider, call.model)
+    });
+    rows
+}
+
+/// The per-ask audit event: which chunks (pseudonymous point ids, and their documents) were retrieved and
+/// for whom, so "who saw this document" has an answer without the audit log holding any text.
+fn retrieval_audit(
+    caller: &crate::extract::Caller,
+    tenant: TenantId,
+    chunks: &[RetrievedChunk],
+) -> ragvault_store::AuditEntry {
+    let subject = match &caller.principal {
+        ragvault_core::Principal::Widget { subject, .. } => subject.clone(),
+        _ => None,
+    };
+    let documents: BTreeSet<String> = chunks.iter().map(|c| c.document_id.to_string()).collect();
+    ragvault_store::AuditEntry::new(caller.principal.actor(), "ask.retrieved")
+        .tenant(tenant)
+        .request_id(Some(caller.request_id.clone()))
+        .details(serde_json::json!({
+            "points": chunks.iter().map(|c| c.point_id.0).collect::<Vec<_>>(),
+            "documents": documents,
+            "subject": subject,
+        }))
+}
+
+/// Settles the budget reservation to the call's cost and commits its usage rows and retrieval audit event;
+/// returns only once both are durable.
+pub async fn finish_call(
+    state: &crate::state::AppState,
+    caller: &crate::extract::Caller,
+    tenant: TenantId,
+    (chain, chunks): (&ProviderChain, &[RetrievedChunk]),
+    reservation: ragvault_gateway::Reservation,
+    call: &MeteredCall<'_>,
+) -> Result<(), ApiError> {
+    reservation.settle(call.cost_micro_usd);
+    let usage = usage_rows(caller, tenant, chain, call);
+    let audit = retrieval_audit(caller, tenant, chunks);
+    state.metering.record(usage, vec![audit]).await?;
+    Ok(())
+}
+
+/// Reserves the worst case of answering `grounding` from the tenant's budget: `budget_exceeded` (and no
+/// provider call) when the month's budget cannot cover it.
+pub async fn reserve_budget(
+    state: &crate::state::AppState,
+    tenant: TenantId,
+    grounding: &Grounding,
+) -> Result<ragvault_gateway::Reservation, ApiError> {
+    let worst = state
+        .generator
+        .worst_case_micro_usd(&grounding.generation.chain, &grounding.input);
+    Ok(state
+        .budgets
+        .reserve(tenant, grounding.generation.budget, worst)
+        .await?)
+}
+
+/// What a streamed answer needs to meter itself when it ends (or breaks).
+pub struct StreamMeter {
+    pub state: crate::state::AppState,
+    pub caller: crate::extract::Caller,
+    pub tenant: TenantId,
+    pub generation: Arc<TenantGeneration>,
+    pub chunks: Vec<RetrievedChunk>,
+    pub reservation: Option<ragvault_gateway::Reservation>,
+    pub key_version: Option<u64>,
+    pub failovers: Vec<ragvault_generation::chain::ChainEvent>,
+    pub provider_started: std::time::Instant,
+    pub provider: String,
+    pub model: String,
+    pub bytes_sent: u64,
+}
+
+impl StreamMeter {
+    /// Settles and records the call, once. A stream that broke is charged its whole reservation: the
+    /// provider may have spent tokens it never got to report.
+    pub async fn finish(
+        &mut self,
+        usage: TokenUsage,
+        bytes_received: u64,
+        broke: bool,
+    ) -> Result<(), ApiError> {
+        let Some(reservation) = self.reservation.take() else {
+            return Ok(());
+        };
+        let priced = self
+            .state
+            .generator
+            .cost_micro_usd(&self.provider, &self.model, usage);
+        let cost = if broke {
+            priced.max(reservation.amount())
+        } else {
+            priced
+        };
+        finish_call(
+            &self.state,
+            &self.caller,
+            self.tenant,
+            (&self.generation.chain, &self.chunks),
+            reservation,
+            &MeteredCall {
+                provider: &self.provider,
+                model: &self.model,
+                key_version: self.key_version,
+                usage,
+                cost_micro_usd: cost,
+                latency: self.provider_started.elapsed(),
+                bytes_sent: self.bytes_sent,
+                bytes_received,
+                outcome: if broke { "stream_failed" } else { "ok" },
+                failovers: &self.failovers,
+            },
+        )
+        .await
+    }
 }

@@ -35,7 +35,31 @@ pub struct Settings {
     #[serde(default)]
     pub widget: WidgetSettings,
     #[serde(default)]
+    pub budget: BudgetSettings,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetSettings {
+    /// Budget a replica leases from Postgres at once and spends in memory (capped at a twentieth of the
+    /// tenant's budget). Larger: fewer database round trips; smaller: less held back from other replicas.
+    pub slice_micro_usd: u64,
+    /// Unspent slices go back to Postgres this often (and at shutdown).
+    pub return_interval_secs: u64,
+    /// Monthly budget of sandbox tenants whose policy sets none.
+    pub sandbox_monthly_micro_usd: u64,
+}
+
+impl Default for BudgetSettings {
+    fn default() -> Self {
+        BudgetSettings {
+            slice_micro_usd: 100_000,
+            return_interval_secs: 5,
+            sandbox_monthly_micro_usd: 5_000_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

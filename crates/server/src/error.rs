@@ -21,6 +21,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for a `retry-after` header (429 and 503 that will pass).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -32,7 +34,13 @@ impl ApiError {
                 message: message.into(),
                 extra: None,
             },
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn with_extra(mut self, extra: serde_json::Value) -> ApiError {
@@ -62,6 +70,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
         response.extensions_mut().insert(self.body);
         response
     }
@@ -151,6 +164,15 @@ impl From<GatewayError> for ApiError {
             GatewayError::InvalidSubject { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_subject", message)
             }
+            GatewayError::BudgetExceeded { retry_after_secs } => {
+                ApiError::new(S::TOO_MANY_REQUESTS, "budget_exceeded", message)
+                    .retry_after(retry_after_secs)
+            }
+            GatewayError::MeteringUnavailable(_) => ApiError::new(
+                S::SERVICE_UNAVAILABLE,
+                "metering_unavailable",
+                "usage could not be recorded; try again",
+            ),
             // Price problems are configuration faults, caught at start; at request time they are ours.
             GatewayError::InvalidPriceTable { .. } | GatewayError::Unpriced { .. } => {
                 ApiError::internal(&message)

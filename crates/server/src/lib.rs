@@ -327,7 +327,17 @@ impl Application {
             ef_search: settings.index.ef_search,
         };
         let generator = Arc::new(answer::Generator::new(&settings, &leases, store.clone())?);
+        let budgets = Arc::new(ragvault_gateway::BudgetGuard::new(
+            store.clone(),
+            settings.budget.slice_micro_usd,
+        ));
+        background.push(tokio::spawn(budgets.clone().run_returns(
+            std::time::Duration::from_secs(settings.budget.return_interval_secs.max(1)),
+        )));
+        let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
         let state = AppState {
+            budgets,
+            metering,
             indexer,
             retriever,
             generator,
@@ -391,6 +401,10 @@ impl Application {
             }
         };
         drop(self.background);
+        // Budget leased but not spent goes back, so other replicas (or the next start) can use it.
+        if let Err(e) = self.state.budgets.return_unused().await {
+            tracing::warn!(error = %e, "could not return unused budget slices at shutdown");
+        }
         // Write out changed graphs so the next start needs no WAL replay.
         if let Err(e) = self.state.indexer.index().flush().await {
             tracing::error!(error = %e, "could not write the index at shutdown; the WAL has every change");

@@ -36,6 +36,9 @@ pub struct RetrievedChunk {
     pub snippet: String,
     #[serde(skip)]
     pub text: String,
+    /// The chunk's pseudonymous index id: what the per-ask audit event records.
+    #[serde(skip)]
+    pub point_id: PointId,
 }
 
 #[derive(Clone)]
@@ -181,6 +184,7 @@ impl Retriever {
                 score: scores.get(&chunk.point_id).copied().unwrap_or_default(),
                 snippet: snippet(&chunk.text),
                 text: chunk.text,
+                point_id: chunk.point_id,
             });
         }
         Ok((out, embed_time))

@@ -20,6 +20,10 @@ pub struct AppState {
     pub retriever: crate::retrieval::Retriever,
     /// Providers, breakers and per-tenant failover chains for answers.
     pub generator: Arc<crate::answer::Generator>,
+    /// This replica's slices of tenant budgets (reserved before every provider call).
+    pub budgets: Arc<ragvault_gateway::BudgetGuard>,
+    /// Usage rows and per-request audit events, group-committed.
+    pub metering: ragvault_gateway::Metering,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

@@ -10,6 +10,7 @@ mod documents;
 mod error;
 mod jobs;
 mod keys;
+mod metering;
 mod retrieval;
 mod tenants;
 mod widget_keys;
@@ -27,6 +28,7 @@ pub use documents::{
 pub use error::StoreError;
 pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
+pub use metering::{month_of, BudgetMonth, NewUsageEvent, UsageGrouping, UsageTotals};
 pub use retrieval::ChunkVector;
 pub use tenants::{NewTenant, TenantRecord};
 pub use widget_keys::WidgetSigningKeyRecord;

@@ -325,3 +325,45 @@ pub fn unique_slug(prefix: &str) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{}", &suffix[..10])
 }
+
+/// A test key for a provider, accepted by a fake once [`FakeProvider::accept`]ed. Assembled at run time:
+/// no credential-shaped literal in the repository.
+pub fn provider_key_for(provider: &str) -> String {
+    format!("{}-{}", provider, "k".repeat(24))
+}
+
+/// An app whose providers `(name, api)` all point at one fake (model `<name>-model`), each with a key the
+/// fake accepts; `extra` are further configuration overrides.
+pub async fn app_with_providers(
+    fake: &FakeProvider,
+    providers: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    for (name, api) in providers {
+        let base = if *api == "gemini" {
+            fake.gemini_base_url()
+        } else {
+            fake.base_url.clone()
+        };
+        overrides.push((format!("providers.{name}.base_url"), format!("\"{base}\"")));
+        overrides.push((format!("providers.{name}.api"), format!("\"{api}\"")));
+        overrides.push((
+            format!("providers.{name}.model"),
+            format!("\"{name}-model\""),
+        ));
+    }
+    for (k, v) in extra {
+        overrides.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let borrowed: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = spawn_app_with(&borrowed).await;
+    for (name, _) in providers {
+        fake.accept(&provider_key_for(name));
+        app.set_provider_key(name, &provider_key_for(name)).await;
+    }
+    app
+}

@@ -98,10 +98,31 @@ pub struct TenantPolicyRequest {
     /// PII categories pseudonymized before text leaves for a provider (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pii_categories: Option<Vec<ragvault_generation::PiiCategory>>,
+    /// Monthly budget (UTC calendar month) in micro-USD: no provider call whose worst case would pass it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget_micro_usd: Option<u64>,
+    /// Spend past this raises an audit event and a metric, once a month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    budget_soft_micro_usd: Option<u64>,
 }
 
 impl TenantPolicyRequest {
     fn validate(&self, state: &AppState) -> Result<(), ApiError> {
+        let budget_problem = match (self.budget_micro_usd, self.budget_soft_micro_usd) {
+            (None, Some(_)) => Some("policy.budget_soft_micro_usd: needs budget_micro_usd"),
+            (Some(hard), Some(soft)) if soft > hard => {
+                Some("policy.budget_soft_micro_usd: must not exceed budget_micro_usd")
+            }
+            (Some(hard), _) if hard > i64::MAX as u64 => Some("policy.budget_micro_usd: too large"),
+            _ => None,
+        };
+        if let Some(problem) = budget_problem {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                problem,
+            ));
+        }
         if let Some(chain) = &self.failover_chain {
             if chain.is_empty() {
                 return Err(ApiError::new(
@@ -377,4 +398,97 @@ pub(crate) fn content_error(err: ragvault_ingest::sealed::ContentError) -> ApiEr
             )
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// A tenant id or slug; all tenants when absent.
+    #[serde(default)]
+    tenant: Option<String>,
+    /// First and last UTC day (`YYYY-MM-DD`), inclusive; default: this month so far.
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    group_by: Option<ragvault_store::UsageGrouping>,
+}
+
+fn parse_day(name: &str, value: &str) -> Result<time::Date, ApiError> {
+    time::Date::parse(
+        value,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{name}: expected a date as YYYY-MM-DD"),
+        )
+    })
+}
+
+/// Spend rows in micro-USD from the daily rollups, grouped by day, model or provider.
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let today = time::OffsetDateTime::now_utc().date();
+    let from = match &query.from {
+        Some(v) => parse_day("from", v)?,
+        None => ragvault_store::month_of(time::OffsetDateTime::now_utc()),
+    };
+    let to = match &query.to {
+        Some(v) => parse_day("to", v)?,
+        None => today,
+    };
+    if from > to || (to - from).whole_days() > 366 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "from must not be after to, and the range at most 366 days",
+        ));
+    }
+    let tenant = match &query.tenant {
+        None => None,
+        Some(t) => Some(match t.parse::<Uuid>() {
+            Ok(id) => TenantId(id),
+            Err(_) => state.access.get_tenant_by_slug(t).await?.id,
+        }),
+    };
+    let group_by = query.group_by.unwrap_or(ragvault_store::UsageGrouping::Day);
+    let rows = state.store.usage_report(tenant, from, to, group_by).await?;
+    let total: i64 = rows.iter().map(|r| r.cost_micro_usd).sum();
+    Ok(Json(json!({
+        "from": from.to_string(),
+        "to": to.to_string(),
+        "group_by": group_by,
+        "rows": rows,
+        "total_cost_micro_usd": total,
+    })))
+}
+
+/// A tenant's budget this month: the limit in force, what replicas have leased, and what was spent.
+pub async fn budget(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
+    state.access.get_tenant(tenant_id).await?;
+    let generation = state.generator.for_tenant(tenant_id).await?;
+    let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
+    let ledger = state.store.budget_month(tenant_id, month).await?;
+    Ok(Json(json!({
+        "month": month.to_string(),
+        "budget_micro_usd": generation.budget.map(|b| b.hard_micro_usd),
+        "soft_micro_usd": generation.budget.and_then(|b| b.soft_micro_usd),
+        "committed_micro_usd": ledger.committed_micro_usd,
+        "spent_micro_usd": ledger.spent_micro_usd,
+        "soft_threshold_crossed": ledger.soft_alerted,
+    })))
 }

@@ -9,6 +9,7 @@ use crate::answer::{
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
 use crate::state::AppState;
+use answer::StreamMeter;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use ragvault_core::Scope;
+use ragvault_core::{Scope, TenantId};
 use ragvault_gateway::require_tenant_scope;
+use ragvault_gateway::Reservation;
 use ragvault_generation::{
     filter_markers, GenerationError, MarkerFilter, Pseudonymizer, StreamItem, StreamRestorer,
     TokenUsage,
@@ -25,7 +27,6 @@ use ragvault_generation::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Deserialize)]
@@ -123,8 +124,9 @@ pub async fn ask(
             started,
         ));
     }
+    let reservation = answer::reserve_budget(&state, tenant, &grounding).await?;
     if request.stream {
-        return stream_answer(grounding, caller, started, state.generator.clone()).await;
+        return stream_answer(state, grounding, caller, tenant, reservation, started).await;
     }
     let provider_started = Instant::now();
     let answer = grounding
@@ -134,6 +136,29 @@ pub async fn ask(
         .await
         .map_err(generation_error)?;
     let provider_time = provider_started.elapsed();
+    let cost = state
+        .generator
+        .cost_micro_usd(&answer.provider, &answer.model, answer.usage);
+    answer::finish_call(
+        &state,
+        &caller,
+        tenant,
+        (&grounding.generation.chain, &grounding.chunks),
+        reservation,
+        &answer::MeteredCall {
+            provider: &answer.provider,
+            model: &answer.model,
+            key_version: answer.key_version,
+            usage: answer.usage,
+            cost_micro_usd: cost,
+            latency: provider_time,
+            bytes_sent: answer::input_bytes(&grounding.input),
+            bytes_received: u64::try_from(answer.text.len()).unwrap_or(u64::MAX),
+            outcome: "ok",
+            failovers: &answer.failovers,
+        },
+    )
+    .await?;
     let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
     let text = grounding.pseudonymizer.restore(&filtered);
     let body = json!({
@@ -246,10 +271,12 @@ pub fn stream_error_event(e: &GenerationError, request_id: &str) -> Event {
 }
 
 async fn stream_answer(
+    state: AppState,
     grounding: Grounding,
     caller: Caller,
+    tenant: TenantId,
+    reservation: Reservation,
     started: Instant,
-    generator: Arc<Generator>,
 ) -> Result<Response, ApiError> {
     let provider_started = Instant::now();
     let answer = grounding
@@ -261,26 +288,38 @@ async fn stream_answer(
     let first_piece = provider_started.elapsed();
     let sources: Vec<Citation> =
         citations(&grounding.chunks, answer.sources_used, &Default::default());
-    let state = AskStream {
-        generator,
+    let times = grounding.times;
+    let stream = AskStream {
+        meter: StreamMeter {
+            bytes_sent: answer::input_bytes(&grounding.input),
+            state,
+            caller,
+            tenant,
+            generation: grounding.generation,
+            chunks: grounding.chunks,
+            reservation: Some(reservation),
+            key_version: answer.key_version,
+            failovers: answer.failovers,
+            provider_started,
+            provider: answer.provider,
+            model: answer.model,
+        },
         items: answer.items,
         text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
         usage: TokenUsage::default(),
-        provider: answer.provider,
-        model: answer.model,
-        request_id: caller.request_id,
+        bytes_received: 0,
         phase: Phase::Citations(sources),
     };
-    let events = futures::stream::unfold(state, |mut state| async move {
-        let event = state.next_event().await?;
-        Some((Ok::<_, Infallible>(event), state))
+    let events = futures::stream::unfold(stream, |mut stream| async move {
+        let event = stream.next_event().await?;
+        Some((Ok::<_, Infallible>(event), stream))
     });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.times, first_piece, started.elapsed()),
+        server_timing(times, first_piece, started.elapsed()),
     );
     Ok(response)
 }
@@ -294,13 +333,11 @@ enum Phase {
 }
 
 struct AskStream {
-    generator: Arc<Generator>,
+    meter: StreamMeter,
     items: BoxStream<'static, Result<StreamItem, GenerationError>>,
     text: AnswerTextStream,
     usage: TokenUsage,
-    provider: String,
-    model: String,
-    request_id: String,
+    bytes_received: u64,
     phase: Phase,
 }
 
@@ -313,6 +350,7 @@ impl AskStream {
                 }
                 Phase::Text => match self.items.next().await {
                     Some(Ok(StreamItem::Delta(delta))) => {
+                        self.bytes_received += u64::try_from(delta.len()).unwrap_or(0);
                         let text = self.text.push(&delta);
                         if !text.is_empty() {
                             return Some(json_event("delta", &json!({ "text": text })));
@@ -321,7 +359,17 @@ impl AskStream {
                     Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
                     Some(Err(e)) => {
                         self.phase = Phase::Finished;
-                        return Some(stream_error_event(&e, &self.request_id));
+                        if let Err(meter_error) = self
+                            .meter
+                            .finish(self.usage, self.bytes_received, true)
+                            .await
+                        {
+                            tracing::warn!(
+                                code = meter_error.body.code,
+                                "a failed stream could not be metered"
+                            );
+                        }
+                        return Some(stream_error_event(&e, &self.meter.caller.request_id));
                     }
                     None => {
                         self.phase = Phase::Usage;
@@ -332,18 +380,36 @@ impl AskStream {
                     }
                 },
                 Phase::Usage => {
+                    // The usage row and audit event are durable before the client hears the answer ended.
+                    if let Err(e) = self
+                        .meter
+                        .finish(self.usage, self.bytes_received, false)
+                        .await
+                    {
+                        self.phase = Phase::Finished;
+                        return Some(json_event(
+                            "error",
+                            &json!({"error": {"code": e.body.code, "message": e.body.message,
+                                              "request_id": self.meter.caller.request_id}}),
+                        ));
+                    }
                     self.phase = Phase::Done;
                     return Some(json_event(
                         "usage",
-                        &usage_json(&self.generator, self.usage, &self.provider, &self.model),
+                        &usage_json(
+                            &self.meter.state.generator,
+                            self.usage,
+                            &self.meter.provider,
+                            &self.meter.model,
+                        ),
                     ));
                 }
                 Phase::Done => {
                     self.phase = Phase::Finished;
                     return Some(json_event(
                         "done",
-                        &json!({"request_id": self.request_id, "cited": self.text.cited(),
-                                "provider": self.provider, "model": self.model}),
+                        &json!({"request_id": self.meter.caller.request_id, "cited": self.text.cited(),
+                                "provider": self.meter.provider, "model": self.meter.model}),
                     ));
                 }
                 Phase::Finished => {

@@ -199,6 +199,7 @@ pub async fn chat_completions(
         return Ok(response);
     }
 
+    let reservation = answer::reserve_budget(&state, tenant, &grounding).await?;
     let provider_started = Instant::now();
     if !request.stream {
         let answer = grounding
@@ -208,6 +209,30 @@ pub async fn chat_completions(
             .await
             .map_err(generation_error)?;
         let provider_time = provider_started.elapsed();
+        answer::finish_call(
+            &state,
+            &caller,
+            tenant,
+            (&grounding.generation.chain, &grounding.chunks),
+            reservation,
+            &answer::MeteredCall {
+                provider: &answer.provider,
+                model: &answer.model,
+                key_version: answer.key_version,
+                usage: answer.usage,
+                cost_micro_usd: state.generator.cost_micro_usd(
+                    &answer.provider,
+                    &answer.model,
+                    answer.usage,
+                ),
+                latency: provider_time,
+                bytes_sent: answer::input_bytes(&grounding.input),
+                bytes_received: u64::try_from(answer.text.len()).unwrap_or(u64::MAX),
+                outcome: "ok",
+                failovers: &answer.failovers,
+            },
+        )
+        .await?;
         let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
         let text = grounding.pseudonymizer.restore(&filtered);
         let reply = Reply {
@@ -252,24 +277,39 @@ pub async fn chat_completions(
         None,
         json!({"citations": sources, "provider": answer.provider, "model": answer.model}),
     );
-    let state = ChatStreamState {
+    let times = grounding.times;
+    let stream = ChatStreamState {
+        meter: answer::StreamMeter {
+            bytes_sent: answer::input_bytes(&grounding.input),
+            state,
+            caller,
+            tenant,
+            generation: grounding.generation,
+            chunks: grounding.chunks,
+            reservation: Some(reservation),
+            key_version: answer.key_version,
+            failovers: answer.failovers,
+            provider_started,
+            provider: answer.provider,
+            model: answer.model,
+        },
         items: answer.items,
         text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
         usage: TokenUsage::default(),
+        bytes_received: 0,
         reply,
         include_usage,
         pending: std::collections::VecDeque::from([opening]),
         ended: false,
-        request_id: caller.request_id,
     };
-    let events = futures::stream::unfold(state, |mut state| async move {
+    let events = futures::stream::unfold(stream, |mut state| async move {
         let event = state.next_event().await?;
         Some((Ok::<_, Infallible>(event), state))
     });
     let mut response = Sse::new(events).into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.times, first_piece, started.elapsed()),
+        server_timing(times, first_piece, started.elapsed()),
     );
     Ok(response)
 }
@@ -335,6 +375,8 @@ impl Reply {
 }
 
 struct ChatStreamState {
+    meter: answer::StreamMeter,
+    bytes_received: u64,
     items: futures::stream::BoxStream<
         'static,
         Result<StreamItem, ragvault_generation::GenerationError>,
@@ -345,7 +387,6 @@ struct ChatStreamState {
     include_usage: bool,
     pending: std::collections::VecDeque<Event>,
     ended: bool,
-    request_id: String,
 }
 
 impl ChatStreamState {
@@ -359,6 +400,7 @@ impl ChatStreamState {
             }
             match self.items.next().await {
                 Some(Ok(StreamItem::Delta(delta))) => {
+                    self.bytes_received += u64::try_from(delta.len()).unwrap_or(0);
                     let text = self.text.push(&delta);
                     if !text.is_empty() {
                         return Some(self.reply.chunk(
@@ -371,11 +413,35 @@ impl ChatStreamState {
                 Some(Ok(StreamItem::Usage(usage))) => self.usage = usage,
                 Some(Err(e)) => {
                     self.ended = true;
+                    if let Err(meter_error) = self
+                        .meter
+                        .finish(self.usage, self.bytes_received, true)
+                        .await
+                    {
+                        tracing::warn!(
+                            code = meter_error.body.code,
+                            "a failed stream could not be metered"
+                        );
+                    }
                     // OpenAI's SDKs raise an APIError for an `error` object inside the stream.
-                    return Some(stream_error_event(&e, &self.request_id));
+                    return Some(stream_error_event(&e, &self.meter.caller.request_id));
                 }
                 None => {
                     self.ended = true;
+                    // Durable before the client hears the answer ended.
+                    if let Err(e) = self
+                        .meter
+                        .finish(self.usage, self.bytes_received, false)
+                        .await
+                    {
+                        return Some(
+                            Event::default().event("error").data(
+                                json!({"error": {"code": e.body.code, "message": e.body.message,
+                                             "request_id": self.meter.caller.request_id}})
+                                .to_string(),
+                            ),
+                        );
+                    }
                     let rest = self.text.finish();
                     if !rest.is_empty() {
                         self.pending.push_back(self.reply.chunk(

@@ -224,6 +224,7 @@ fn submit_error(err: SubmitError) -> ApiError {
         SubmitError::Empty => invalid("no_text", err.to_string()),
         SubmitError::QueueFull => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
+                .retry_after(1)
         }
         SubmitError::Content(e) => content_error(e),
     }

@@ -101,6 +101,8 @@ pub fn app(state: AppState) -> Router {
             delete(admin::revoke_key),
         )
         .route("/v1/admin/audit", get(admin::list_audit))
+        .route("/v1/admin/usage", get(admin::usage))
+        .route("/v1/admin/tenants/{tenant_id}/budget", get(admin::budget))
         .route("/v1/admin/audit/verify", get(admin::verify_audit))
         .route(
             "/v1/admin/widget-signing-keys",

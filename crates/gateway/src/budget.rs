@@ -1,0 +1,283 @@
+//! Monthly budgets that cannot be overshot, kept off the per-request database path.
+//!
+//! Each replica leases a slice of a tenant's remaining monthly budget from Postgres (an atomic, row-locked
+//! update of `budget_months.committed`) and spends it in memory: a request reserves its worst-case cost
+//! (counted input tokens plus `max_tokens` at the output price) from the slice before any provider call,
+//! and settles to the actual cost when the answer ends. `committed` never passes the limit, and every
+//! replica spends only what it leased, so all replicas together cannot spend past the limit. Unspent slices
+//! go back every few seconds and at shutdown; a crash loses at most the unspent slice (counted as committed
+//! until the month ends), never spend beyond the limit.
+
+use crate::access::RequestContext;
+use crate::GatewayError;
+use ragvault_core::TenantId;
+use ragvault_store::{month_of, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use time::{Date, OffsetDateTime};
+
+/// A tenant's monthly budget, from its policy (sandbox tenants get a default one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantBudget {
+    /// Hard stop: no provider call whose worst case would pass it.
+    pub hard_micro_usd: u64,
+    /// Spend past this raises one audit event per month (and a metric).
+    pub soft_micro_usd: Option<u64>,
+}
+
+#[derive(Default)]
+struct Slice {
+    month: Option<Date>,
+    /// Leased and not reserved. Negative when settled costs ran past their reservations (provider token
+    /// counts above ours): a debt the next lease covers first.
+    available: i64,
+    soft_micro_usd: Option<u64>,
+    soft_reported: Option<Date>,
+}
+
+/// Budget slices of this replica.
+pub struct BudgetGuard {
+    store: Store,
+    /// How much to lease at once (capped by a twentieth of the budget, so one replica cannot sit on all of it).
+    slice_micro_usd: u64,
+    slices: Mutex<HashMap<TenantId, Slice>>,
+    soft_crossings: std::sync::atomic::AtomicU64,
+}
+
+/// Budget held for one provider call. Dropped without [`Reservation::settle`] (the call failed before it
+/// cost anything), it goes back whole.
+pub struct Reservation {
+    held: Option<(Arc<BudgetGuard>, TenantId, Date, u64)>,
+}
+
+impl Reservation {
+    /// A reservation for a call that needs none (no budget, or a free provider).
+    pub fn none() -> Reservation {
+        Reservation { held: None }
+    }
+
+    pub fn amount(&self) -> u64 {
+        self.held.as_ref().map_or(0, |h| h.3)
+    }
+
+    /// The call ended and cost `actual`: the rest of the reservation returns to the slice.
+    pub fn settle(mut self, actual: u64) {
+        if let Some((guard, tenant, month, amount)) = self.held.take() {
+            guard.give_back(tenant, month, to_i64(amount) - to_i64(actual));
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((guard, tenant, month, amount)) = self.held.take() {
+            guard.give_back(tenant, month, to_i64(amount));
+        }
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Seconds until the next calendar month (UTC), when a spent budget renews: the `retry-after` of a refusal.
+pub fn seconds_until_next_month(now: OffsetDateTime) -> u64 {
+    let date = now.date();
+    let (year, month) = match date.month() {
+        time::Month::December => (date.year() + 1, time::Month::January),
+        m => (date.year(), m.next()),
+    };
+    let next = Date::from_calendar_date(year, month, 1)
+        .map(|d| d.midnight().assume_utc())
+        .unwrap_or(now);
+    u64::try_from((next - now).whole_seconds())
+        .unwrap_or(0)
+        .max(1)
+}
+
+impl BudgetGuard {
+    pub fn new(store: Store, slice_micro_usd: u64) -> BudgetGuard {
+        BudgetGuard {
+            store,
+            slice_micro_usd: slice_micro_usd.max(1),
+            slices: Mutex::new(HashMap::new()),
+            soft_crossings: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn slices(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Slice>> {
+        self.slices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Soft thresholds crossed since start (for `/metrics`).
+    pub fn soft_crossings(&self) -> u64 {
+        self.soft_crossings
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn give_back(&self, tenant: TenantId, month: Date, amount: i64) {
+        let mut slices = self.slices();
+        if let Some(slice) = slices.get_mut(&tenant) {
+            if slice.month == Some(month) {
+                slice.available += amount;
+            }
+        }
+        // A slice of a month that has ended is gone with its month: nothing to give back to.
+    }
+
+    /// Takes `amount` from the slice if it holds that much; otherwise says how much is missing.
+    fn take(
+        &self,
+        tenant: TenantId,
+        month: Date,
+        amount: u64,
+        soft: Option<u64>,
+    ) -> Result<(), u64> {
+        let mut slices = self.slices();
+        let slice = slices.entry(tenant).or_default();
+        if slice.month != Some(month) {
+            *slice = Slice {
+                month: Some(month),
+                ..Slice::default()
+            };
+        }
+        slice.soft_micro_usd = soft;
+        let wanted = to_i64(amount);
+        if slice.available >= wanted {
+            slice.available -= wanted;
+            Ok(())
+        } else {
+            Err(u64::try_from(wanted - slice.available).unwrap_or(u64::MAX))
+        }
+    }
+
+    /// Reserves `amount` of `tenant`'s budget, leasing more from Postgres when this replica's slice is
+    /// short. `BudgetExceeded` when the month's budget cannot cover it: no provider may be called.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        budget: Option<TenantBudget>,
+        amount: u64,
+    ) -> Result<Reservation, GatewayError> {
+        let Some(budget) = budget else {
+            return Ok(Reservation::none());
+        };
+        if amount == 0 {
+            return Ok(Reservation::none());
+        }
+        let now = OffsetDateTime::now_utc();
+        let month = month_of(now);
+        let held = |guard: &Arc<BudgetGuard>| Reservation {
+            held: Some((guard.clone(), tenant, month, amount)),
+        };
+        let missing = match self.take(tenant, month, amount, budget.soft_micro_usd) {
+            Ok(()) => return Ok(held(self)),
+            Err(missing) => missing,
+        };
+        let slice = self
+            .slice_micro_usd
+            .min(budget.hard_micro_usd / 20)
+            .max(missing);
+        let granted = self
+            .store
+            .lease_budget(tenant, month, slice, budget.hard_micro_usd)
+            .await?;
+        self.give_back(tenant, month, to_i64(granted));
+        match self.take(tenant, month, amount, budget.soft_micro_usd) {
+            Ok(()) => Ok(held(self)),
+            Err(_) => Err(GatewayError::BudgetExceeded {
+                retry_after_secs: seconds_until_next_month(now),
+            }),
+        }
+    }
+
+    /// Returns every unspent slice to Postgres (periodically, so other replicas can use it, and at shutdown).
+    pub async fn return_unused(&self) -> Result<(), GatewayError> {
+        let unused: Vec<(TenantId, Date, u64)> = {
+            let mut slices = self.slices();
+            slices
+                .iter_mut()
+                .filter_map(|(tenant, slice)| {
+                    let month = slice.month?;
+                    let amount = u64::try_from(slice.available).ok().filter(|a| *a > 0)?;
+                    slice.available = 0;
+                    Some((*tenant, month, amount))
+                })
+                .collect()
+        };
+        for (tenant, month, amount) in unused {
+            if let Err(e) = self.store.return_budget(tenant, month, amount).await {
+                // Keep it rather than lose it: it goes back next time.
+                self.give_back(tenant, month, to_i64(amount));
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Called with a tenant's month spend after usage was recorded: the first time it passes the soft
+    /// threshold, an audit event (one per month across replicas) and a metric.
+    pub async fn observe_spend(
+        &self,
+        tenant: TenantId,
+        month: Date,
+        spent_micro_usd: i64,
+    ) -> Result<(), GatewayError> {
+        let soft = {
+            let slices = self.slices();
+            match slices.get(&tenant) {
+                Some(slice) if slice.soft_reported != Some(month) => slice.soft_micro_usd,
+                _ => None,
+            }
+        };
+        let Some(soft) = soft else {
+            return Ok(());
+        };
+        if spent_micro_usd < to_i64(soft) {
+            return Ok(());
+        }
+        if let Some(slice) = self.slices().get_mut(&tenant) {
+            slice.soft_reported = Some(month);
+        }
+        let audit = RequestContext::new("system:budget", None)
+            .audit("budget.soft_threshold_crossed")
+            .tenant(tenant)
+            .details(serde_json::json!({
+                "month": month.to_string(),
+                "spent_micro_usd": spent_micro_usd,
+                "soft_micro_usd": soft,
+            }));
+        if self.store.mark_soft_alerted(tenant, month, &audit).await? {
+            self.soft_crossings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(tenant = %tenant, spent_micro_usd, soft_micro_usd = soft, "tenant passed its soft budget threshold");
+        }
+        Ok(())
+    }
+
+    /// Runs [`BudgetGuard::return_unused`] every `every` until the process ends.
+    pub async fn run_returns(self: Arc<Self>, every: std::time::Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.return_unused().await {
+                tracing::warn!(error = %e, "could not return unused budget slices");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_runs_to_the_next_month() {
+        let now = time::macros::datetime!(2026-11-30 23:59:30 UTC);
+        assert_eq!(seconds_until_next_month(now), 30);
+        let december = time::macros::datetime!(2026-12-31 23:00:00 UTC);
+        assert_eq!(seconds_until_next_month(december), 3600);
+    }
+}
