@@ -51,19 +51,35 @@ CREATE TABLE budget_months (
 
 -- The role the service runs as in production (its login, static or leased from Vault, is a member). It may
 -- append to the audit log but never change or remove an event: the grants say so, on top of the triggers.
+-- Granting is a function so an administrator can re-run it (`SELECT ragvault_grant_service_role()`) after
+-- creating the role, when the migrating login may not create roles itself.
+CREATE FUNCTION ragvault_grant_service_role() RETURNS void AS $$
+BEGIN
+    EXECUTE 'GRANT USAGE ON SCHEMA public TO ragvault_service';
+    EXECUTE 'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ragvault_service';
+    EXECUTE 'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ragvault_service';
+    EXECUTE 'REVOKE UPDATE, DELETE, TRUNCATE ON audit_log, audit_head FROM ragvault_service';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ragvault_service';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO ragvault_service';
+END
+$$ LANGUAGE plpgsql;
+
 -- Roles are cluster-wide and tests migrate many databases at once, hence the tolerant create.
 DO $$
 BEGIN
-    CREATE ROLE ragvault_service NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ragvault_service') THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolcreaterole)) THEN
+            RAISE NOTICE 'role ragvault_service is missing and % may not create it: an administrator should run CREATE ROLE ragvault_service NOLOGIN; SELECT ragvault_grant_service_role();', current_user;
+            RETURN;
+        END IF;
+        BEGIN
+            CREATE ROLE ragvault_service NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+    PERFORM ragvault_grant_service_role();
 END
 $$;
-GRANT USAGE ON SCHEMA public TO ragvault_service;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ragvault_service;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ragvault_service;
-REVOKE UPDATE, DELETE, TRUNCATE ON audit_log, audit_head FROM ragvault_service;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO ragvault_service;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO ragvault_service;
 -- The chain trigger moves the head as the migration owner, so inserting stays possible without UPDATE on it.
 ALTER FUNCTION audit_log_chain() SECURITY DEFINER SET search_path = public, pg_temp;

@@ -687,3 +687,75 @@ async fn the_service_role_cannot_rewrite_the_audit_log() {
     let verify = admin_get(&app, "/v1/admin/audit/verify").await;
     assert_eq!(verify["intact"], true, "{verify}");
 }
+
+#[tokio::test]
+async fn rate_limits_refuse_with_retry_after_per_principal_and_tenant() {
+    let app = widget_app().await;
+    let tenant = app.create_tenant(&unique_slug("limited")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    let (_, second_key) = app.issue_key(&tenant.id, &["ask"]).await;
+    // 20 a minute per principal: a burst of 2, then one every 3 s.
+    set_policy(
+        &app,
+        &tenant,
+        json!({"rate_limits": {"principal_requests_per_minute": 20}}),
+    )
+    .await;
+    for i in 0..2 {
+        let r = ask(&app, &tenant.api_key, 64).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.body);
+    }
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&wait), "{wait}");
+    // Another key of the same tenant has its own bucket.
+    let r = ask(&app, &second_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Widget tokens of one subject share a bucket; another subject does not.
+    let subject = |s: &str| json!({"subject": s});
+    let first = minted(&app, &tenant, subject("visitor-1")).await;
+    let again = minted(&app, &tenant, subject("visitor-1")).await;
+    assert_eq!(
+        ask_from(&app, &first, None, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ask_from(&app, &again, None, None).await.status,
+        StatusCode::OK
+    );
+    let r = ask_from(&app, &again, None, None).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let other = minted(&app, &tenant, subject("visitor-2")).await;
+    assert_eq!(
+        ask_from(&app, &other, None, None).await.status,
+        StatusCode::OK
+    );
+    // After the wait the first key may ask again.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(ask(&app, &tenant.api_key, 64).await.status, StatusCode::OK);
+
+    // A tenant-wide token limit: once an answer's tokens are charged, the next must wait.
+    set_policy(
+        &app,
+        &tenant,
+        json!({"rate_limits": {"tenant_tokens_per_minute": 100}}),
+    )
+    .await;
+    let r = ask(&app, &second_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = ask(&app, &second_key, 64).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 2, "{wait}");
+    // Bad limits are refused.
+    let r = call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        Some(json!({"policy": {"rate_limits": {"requests_per_hour": 5}}})),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+}

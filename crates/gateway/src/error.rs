@@ -54,6 +54,8 @@ pub enum GatewayError {
     InvalidSubject { max_chars: usize },
     #[error("the tenant's monthly budget cannot cover this request")]
     BudgetExceeded { retry_after_secs: u64 },
+    #[error("rate limit reached; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("usage could not be recorded: {0}")]
     MeteringUnavailable(String),
     #[error(transparent)]

@@ -5,6 +5,7 @@
 mod access;
 mod budget;
 mod error;
+mod limits;
 mod metering;
 pub mod pricing;
 mod widget;
@@ -15,6 +16,7 @@ pub use access::{
 };
 pub use budget::{seconds_until_next_month, BudgetGuard, Reservation, TenantBudget};
 pub use error::GatewayError;
+pub use limits::{RateLimiter, RateLimits};
 pub use metering::Metering;
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;

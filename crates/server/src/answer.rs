@@ -33,6 +33,8 @@ pub struct TenantGeneration {
     pub pii: Arc<PiiRules>,
     /// The tenant's monthly budget (policy `budget_micro_usd`, or the sandbox default); none = unlimited.
     pub budget: Option<ragvault_gateway::TenantBudget>,
+    /// The tenant's rate limits (policy `rate_limits`); default unlimited.
+    pub limits: ragvault_gateway::RateLimits,
 }
 
 /// Every configured provider behind its breaker, the default chain, and per-tenant policies.
@@ -106,6 +108,7 @@ impl Generator {
                 chain: ProviderChain::new(Vec::new()),
                 pii: Arc::new(PiiRules::none()),
                 budget: None,
+                limits: ragvault_gateway::RateLimits::default(),
             }),
             sandbox_budget: settings.budget.sandbox_monthly_micro_usd,
             settings: generation.clone(),
@@ -118,6 +121,7 @@ impl Generator {
             chain: generator.chain(&generation.chain)?,
             pii: Arc::new(generator.pii_rules(&generation.pii_categories)?),
             budget: None,
+            limits: ragvault_gateway::RateLimits::default(),
         });
         Ok(generator)
     }
@@ -178,7 +182,15 @@ impl Generator {
             .get("pii_categories")
             .and_then(|v| serde_json::from_value(v.clone()).ok());
         let budget = tenant_budget(policy, record.environment, self.sandbox_budget);
-        let resolved = if chain.is_none() && categories.is_none() && budget.is_none() {
+        let limits: ragvault_gateway::RateLimits = policy
+            .get("rate_limits")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let resolved = if chain.is_none()
+            && categories.is_none()
+            && budget.is_none()
+            && limits.is_unlimited()
+        {
             self.default.clone()
         } else {
             let chain = match chain {
@@ -200,7 +212,12 @@ impl Generator {
                 ),
                 None => self.default.pii.clone(),
             };
-            Arc::new(TenantGeneration { chain, pii, budget })
+            Arc::new(TenantGeneration {
+                chain,
+                pii,
+                budget,
+                limits,
+            })
         };
         self.lock_cache()
             .insert(tenant, (Instant::now(), resolved.clone()));
@@ -566,14 +583,30 @@ pub async fn finish_call(
     state: &crate::state::AppState,
     caller: &crate::extract::Caller,
     tenant: TenantId,
-    (chain, chunks): (&ProviderChain, &[RetrievedChunk]),
+    (generation, chunks): (&TenantGeneration, &[RetrievedChunk]),
     reservation: ragvault_gateway::Reservation,
     call: &MeteredCall<'_>,
 ) -> Result<(), ApiError> {
     reservation.settle(call.cost_micro_usd);
-    let usage = usage_rows(caller, tenant, chain, call);
+    state.limiter.charge_tokens(
+        &caller.principal,
+        &generation.limits,
+        call.usage.input_tokens + call.usage.output_tokens,
+    );
+    let usage = usage_rows(caller, tenant, &generation.chain, call);
     let audit = retrieval_audit(caller, tenant, chunks);
     state.metering.record(usage, vec![audit]).await?;
+    Ok(())
+}
+
+/// Admits a request under the tenant's rate limits (`429 rate_limited` with `retry-after` otherwise).
+pub async fn admit(
+    state: &crate::state::AppState,
+    caller: &crate::extract::Caller,
+    tenant: TenantId,
+) -> Result<(), ApiError> {
+    let generation = state.generator.for_tenant(tenant).await?;
+    state.limiter.admit(&caller.principal, &generation.limits)?;
     Ok(())
 }
 
@@ -634,7 +667,7 @@ impl StreamMeter {
             &self.state,
             &self.caller,
             self.tenant,
-            (&self.generation.chain, &self.chunks),
+            (&self.generation, &self.chunks),
             reservation,
             &MeteredCall {
                 provider: &self.provider,

@@ -168,6 +168,10 @@ impl From<GatewayError> for ApiError {
                 ApiError::new(S::TOO_MANY_REQUESTS, "budget_exceeded", message)
                     .retry_after(retry_after_secs)
             }
+            GatewayError::RateLimited { retry_after_secs } => {
+                ApiError::new(S::TOO_MANY_REQUESTS, "rate_limited", message)
+                    .retry_after(retry_after_secs)
+            }
             GatewayError::MeteringUnavailable(_) => ApiError::new(
                 S::SERVICE_UNAVAILABLE,
                 "metering_unavailable",

@@ -336,6 +336,7 @@ impl Application {
         )));
         let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
         let state = AppState {
+            limiter: Arc::new(ragvault_gateway::RateLimiter::new()),
             budgets,
             metering,
             indexer,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub generator: Arc<crate::answer::Generator>,
     /// This replica's slices of tenant budgets (reserved before every provider call).
     pub budgets: Arc<ragvault_gateway::BudgetGuard>,
+    /// Per-replica request and token rate limits (GCRA).
+    pub limiter: Arc<ragvault_gateway::RateLimiter>,
     /// Usage rows and per-request audit events, group-committed.
     pub metering: ragvault_gateway::Metering,
     /// Present when the database login is leased from Vault.

@@ -104,6 +104,9 @@ pub struct TenantPolicyRequest {
     /// Spend past this raises an audit event and a metric, once a month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     budget_soft_micro_usd: Option<u64>,
+    /// Requests and provider tokens per minute, per tenant and per principal (per replica; 0 = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limits: Option<ragvault_gateway::RateLimits>,
 }
 
 impl TenantPolicyRequest {

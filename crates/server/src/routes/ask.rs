@@ -99,6 +99,7 @@ pub async fn ask(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
+    crate::answer::admit(&state, &caller, tenant).await?;
     let limits = state.generator.settings();
     let query = answer::validate_query(&request.query, limits.max_query_chars)?;
     let top_k = checked_top_k(&state, request.top_k)?;
@@ -143,7 +144,7 @@ pub async fn ask(
         &state,
         &caller,
         tenant,
-        (&grounding.generation.chain, &grounding.chunks),
+        (&grounding.generation, &grounding.chunks),
         reservation,
         &answer::MeteredCall {
             provider: &answer.provider,

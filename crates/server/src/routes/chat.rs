@@ -97,6 +97,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
+    crate::answer::admit(&state, &caller, tenant).await?;
     let limits = state.generator.settings();
     let last_user = request
         .messages
@@ -213,7 +214,7 @@ pub async fn chat_completions(
             &state,
             &caller,
             tenant,
-            (&grounding.generation.chain, &grounding.chunks),
+            (&grounding.generation, &grounding.chunks),
             reservation,
             &answer::MeteredCall {
                 provider: &answer.provider,

@@ -37,6 +37,7 @@ pub async fn search(
     ApiJson(request): ApiJson<SearchRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
+    crate::answer::admit(&state, &caller, tenant).await?;
     let settings = &state.settings.search;
     let query = request.query.trim();
     if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
