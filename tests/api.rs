@@ -1092,6 +1092,7 @@ fn upload<'a>(
         chunks,
         vectors: None,
         tags: &[],
+        groups: &[],
     }
 }
 

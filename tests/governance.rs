@@ -759,3 +759,116 @@ async fn rate_limits_refuse_with_retry_after_per_principal_and_tenant() {
     .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
 }
+
+#[tokio::test]
+async fn restricted_documents_reach_only_principals_holding_their_group() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(&fake, &[("openai", "openai")], &[]).await;
+    let tenant = app.create_tenant(&unique_slug("groups")).await;
+    set_policy(&app, &tenant, json!({"failover_chain": ["openai"]})).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    let secret_manual = "# Reseller terms\n\nThe partner discount code ZEBRA-7731 gives resellers forty percent off \
+        every AquaFlow pump order.\n";
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "resellers.md", "content": secret_manual,
+                    "content_type": "text/markdown", "groups": ["Partners"]})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = r.body["job_id"].as_str().unwrap().to_owned();
+    ragvault_testkit::http::wait_for_job(&app, &tenant.api_key, &job).await;
+    let restricted = r.body["document_id"].as_str().unwrap().to_owned();
+
+    let question =
+        json!({"query": "What is the partner discount code ZEBRA-7731 for resellers?", "top_k": 5});
+    let search = |key: String, mode: &'static str| {
+        let body = json!({"query": "partner discount code ZEBRA-7731 resellers", "mode": mode, "top_k": 5});
+        let app = &app;
+        async move { call(app, Method::POST, "/v1/search", Some(&key), Some(body)).await }
+    };
+    let cites_restricted = |r: &Reply| {
+        r.body["citations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["document_id"] == restricted.as_str())
+    };
+
+    // A widget token without the group: the restricted document is never retrieved, cited or sent.
+    let public = minted(&app, &tenant, json!({})).await;
+    let bodies_before = fake.chat_bodies().len();
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/ask",
+        Some(&public),
+        Some(question.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(!cites_restricted(&r), "{}", r.body);
+    let sent: String = fake.chat_bodies()[bodies_before..]
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(
+        !sent.contains("forty percent") && !sent.contains("resellers.md"),
+        "restricted text reached the provider"
+    );
+    for mode in ["vector", "keyword", "hybrid"] {
+        let r = search(public.clone(), mode).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let results = r.body["results"].as_array().unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|x| x["document_id"] != restricted.as_str()),
+            "{mode}: {}",
+            r.body
+        );
+    }
+    let other_group = minted(&app, &tenant, json!({"groups": ["staff"]})).await;
+    let r = search(other_group, "keyword").await;
+    assert!(
+        r.body["results"].as_array().unwrap().is_empty(),
+        "{}",
+        r.body
+    );
+
+    // A token holding the group (any case), and the tenant's own key, find it.
+    let partner = minted(&app, &tenant, json!({"groups": ["partners"]})).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/ask",
+        Some(&partner),
+        Some(question.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(cites_restricted(&r), "{}", r.body);
+    for key in [partner.clone(), tenant.api_key.clone()] {
+        let r = search(key, "keyword").await;
+        let results = r.body["results"].as_array().unwrap();
+        assert_eq!(results[0]["document_id"], restricted.as_str(), "{}", r.body);
+    }
+    let who = call(&app, Method::GET, "/v1/whoami", Some(&partner), None).await;
+    assert_eq!(who.body["groups"], json!(["partners"]));
+
+    // Bad group names are refused at upload and at minting.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "x.md", "content": "x", "groups": ["no spaces"]})),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_groups");
+    let r = mint(&app, &tenant.api_key, json!({"groups": ["a".repeat(65)]})).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_groups");
+}

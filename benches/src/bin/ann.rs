@@ -216,6 +216,7 @@ async fn main() {
                             k: K,
                             ef,
                             allow: None,
+                            deny: None,
                         },
                     )
                     .await

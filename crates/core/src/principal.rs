@@ -17,6 +17,8 @@ pub enum Principal {
         token_id: WidgetTokenId,
         /// The end user the tenant minted the token for, as the tenant names them (opaque to ragvault).
         subject: Option<String>,
+        /// Access groups: the token reads documents without groups and documents sharing one of these.
+        groups: Vec<String>,
     },
     /// An operator key: may manage every tenant through `/v1/admin/*`, but reads no tenant content.
     Operator { key_id: OperatorKeyId },
@@ -37,6 +39,15 @@ impl Principal {
             Principal::Tenant { scopes, .. } => scopes.contains(scope),
             Principal::Widget { .. } => scope == Scope::Ask,
             Principal::Operator { .. } => false,
+        }
+    }
+
+    /// The access groups limiting what this principal may retrieve, or `None` for the whole tenant (tenant API
+    /// keys; operators read no content at all).
+    pub fn access_groups(&self) -> Option<&[String]> {
+        match self {
+            Principal::Widget { groups, .. } => Some(groups),
+            Principal::Tenant { .. } | Principal::Operator { .. } => None,
         }
     }
 

@@ -50,6 +50,10 @@ pub enum GatewayError {
     InvalidTokenTtl { max_seconds: u64 },
     #[error("origin `{0}` is not in widget.allowed_origins")]
     OriginNotAllowed(String),
+    #[error(
+        "at most {max_groups} groups of 1 to {max_chars} letters, digits, '-', '_', '.' or ':'"
+    )]
+    InvalidGroups { max_groups: usize, max_chars: usize },
     #[error("subject must be 1 to {max_chars} printable characters")]
     InvalidSubject { max_chars: usize },
     #[error("the tenant's monthly budget cannot cover this request")]

@@ -21,6 +21,6 @@ pub use metering::Metering;
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{
-    is_widget_token, MintRequest, MintedToken, WidgetTokenSettings, WidgetTokens,
-    WIDGET_TOKEN_PREFIX,
+    is_widget_token, valid_group_names, MintRequest, MintedToken, WidgetTokenSettings,
+    WidgetTokens, MAX_GROUPS, MAX_GROUP_CHARS, WIDGET_TOKEN_PREFIX,
 };

@@ -19,6 +19,19 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 pub const WIDGET_TOKEN_PREFIX: &str = "rvw1";
+/// Access groups a token or document may carry, and how long a name may be.
+pub const MAX_GROUPS: usize = 16;
+pub const MAX_GROUP_CHARS: usize = 64;
+
+/// Group names are short labels (`support`, `partners:emea`), compared without case.
+pub fn valid_group_names(groups: &[String]) -> bool {
+    groups.len() <= MAX_GROUPS
+        && groups.iter().all(|g| {
+            (1..=MAX_GROUP_CHARS).contains(&g.len())
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+}
 /// Longest accepted token text: a bound on work done for garbage input.
 const MAX_TOKEN_CHARS: usize = 2048;
 const MAX_SUBJECT_CHARS: usize = 128;
@@ -54,6 +67,9 @@ pub struct MintRequest {
     pub ttl_seconds: Option<u64>,
     pub origin: Option<String>,
     pub subject: Option<String>,
+    /// Access groups the visitor may read (documents without groups are readable by every token).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A minted token, shown once to the tenant's backend, which hands it to the browser.
@@ -79,6 +95,8 @@ struct Claims {
     origin: Option<String>,
     #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     subject: Option<String>,
+    #[serde(rename = "g", default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<String>,
 }
 
 struct CachedKey {
@@ -210,6 +228,12 @@ impl WidgetTokens {
                 });
             }
         }
+        if !valid_group_names(&request.groups) {
+            return Err(GatewayError::InvalidGroups {
+                max_groups: MAX_GROUPS,
+                max_chars: MAX_GROUP_CHARS,
+            });
+        }
         if self.stale() {
             self.reload(Duration::ZERO).await?;
         }
@@ -235,6 +259,7 @@ impl WidgetTokens {
             expires_at: expires_at.unix_timestamp(),
             origin: request.origin.clone(),
             subject: request.subject.clone(),
+            groups: request.groups.iter().map(|g| g.to_lowercase()).collect(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|e| {
             GatewayError::Store(StoreError::Corrupt {
@@ -313,6 +338,7 @@ impl WidgetTokens {
             tenant_id: claims.tenant,
             token_id: claims.token_id,
             subject: claims.subject,
+            groups: claims.groups,
         })
     }
 

@@ -564,12 +564,16 @@ impl Pipeline {
             .await
             .map_err(JobFailure::from_content)?;
         let embedded_at = IngestStats::add(&self.stats.embed_nanos, parsed_at);
-        let tags: Vec<String> = header
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get("tags"))
-            .and_then(|t| serde_json::from_value(t.clone()).ok())
-            .unwrap_or_default();
+        let listed = |key: &str| -> Vec<String> {
+            header
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get(key))
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default()
+        };
+        let tags = listed("tags");
+        let groups = listed("groups");
         let upload = DocumentUpload {
             document_id: job.document_id,
             name: &header.name,
@@ -581,6 +585,7 @@ impl Pipeline {
                 vectors: &vectors,
             }),
             tags: &tags,
+            groups: &groups,
         };
         let stored = self
             .content

@@ -48,6 +48,8 @@ pub struct DocumentUpload<'a> {
     /// One embedding per chunk and the model that made them.
     pub vectors: Option<ChunkVectors<'a>>,
     pub tags: &'a [String],
+    /// Access groups: empty = the whole tenant may read the document.
+    pub groups: &'a [String],
 }
 
 /// Embeddings of a document's chunks, in chunk order.
@@ -218,6 +220,7 @@ impl SealedContent {
             chunks,
             vectors,
             tags,
+            groups,
         } = upload;
         if let Some(v) = vectors {
             if v.vectors.len() != chunks.len() {
@@ -318,6 +321,7 @@ impl SealedContent {
             metadata_sealed,
             size_bytes: i64::try_from(content.len()).unwrap_or(i64::MAX),
             tag_hashes: tags.iter().map(|t| tag_hash(&index, t)).collect(),
+            group_hashes: groups.iter().map(|g| group_hash(&index, g)).collect(),
         };
         let audit = AuditEntry::new(actor, "document.stored")
             .tenant(tenant)
@@ -657,6 +661,13 @@ impl SealedContent {
 pub fn tag_hash(index: &IndexKey, tag: &str) -> Vec<u8> {
     index
         .term_hash(&format!("tag\0{}", tag.trim().to_lowercase()))
+        .to_vec()
+}
+
+/// The keyed hash of an access group name (case and surrounding space do not matter).
+pub fn group_hash(index: &IndexKey, group: &str) -> Vec<u8> {
+    index
+        .term_hash(&format!("group\0{}", group.trim().to_lowercase()))
         .to_vec()
 }
 

@@ -392,13 +392,7 @@ impl PartitionIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let allowed = |id: u64| {
-            state.live.contains(&id)
-                && query
-                    .allow
-                    .as_ref()
-                    .is_none_or(|a| a.contains(&PointId(id)))
-        };
+        let allowed = |id: u64| state.live.contains(&id) && query.permits(PointId(id));
         // A very selective filter: scoring the allowed points directly is exact and cheaper than making the
         // graph walk past almost everything.
         if let Some(allow) = &query.allow {

@@ -69,8 +69,19 @@ pub struct VectorQuery {
     pub k: usize,
     /// Search breadth: higher finds more true neighbours, slower. Raised to at least `k`.
     pub ef: usize,
-    /// When set, only these points may be returned (document, tag and access filters resolve to this).
+    /// When set, only these points may be returned (document and tag filters resolve to this).
     pub allow: Option<HashSet<PointId>>,
+    /// Points that must never be returned (documents of access groups the principal lacks), enforced inside
+    /// the search so a restricted point cannot take a result slot, let alone be returned.
+    pub deny: Option<HashSet<PointId>>,
+}
+
+impl VectorQuery {
+    /// Whether the filters let `id` through.
+    pub fn permits(&self, id: PointId) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.contains(&id))
+            && self.deny.as_ref().is_none_or(|d| !d.contains(&id))
+    }
 }
 
 /// One backend of the vector index. Every call is scoped to one partition.

@@ -296,6 +296,13 @@ impl VectorIndex for QdrantIndex {
                 .collect();
             filter.must.push(Condition::has_id(ids));
         }
+        if let Some(deny) = query.deny.as_ref().filter(|d| !d.is_empty()) {
+            let ids: Vec<QdrantPointId> = deny
+                .iter()
+                .map(|id| qdrant_id(&partition.name, *id))
+                .collect();
+            filter.must_not.push(Condition::has_id(ids));
+        }
         let found = self
             .client
             .search_points(
@@ -309,8 +316,8 @@ impl VectorIndex for QdrantIndex {
             .result
             .into_iter()
             .filter_map(|p| point_id_of(p.id.as_ref()).map(|id| ScoredPoint { id, score: p.score }))
-            // Defence in depth: never trust a result outside the allow-list.
-            .filter(|p| query.allow.as_ref().is_none_or(|a| a.contains(&p.id)))
+            // Defence in depth: never trust a result outside the filters.
+            .filter(|p| query.permits(p.id))
             .collect())
     }
 

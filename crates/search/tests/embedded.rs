@@ -35,6 +35,7 @@ fn query(vector: &[f32], k: usize) -> VectorQuery {
         k,
         ef: 64,
         allow: None,
+        deny: None,
     }
 }
 
@@ -141,6 +142,14 @@ async fn filters_are_enforced_on_every_path() {
         assert!(found.iter().all(|s| allow.contains(&s.id)));
         assert!(found.windows(2).all(|w| w[0].score >= w[1].score));
     }
+    // A deny list (access groups): denied points never come back, even the query's own nearest, and k
+    // results still do.
+    let deny: HashSet<PointId> = points.iter().take(200).map(|pt| pt.id).collect();
+    let mut q = query(&points[1].vector, 8);
+    q.deny = Some(deny.clone());
+    let found = index.search(&p, &q).await.unwrap();
+    assert_eq!(found.len(), 8);
+    assert!(found.iter().all(|s| !deny.contains(&s.id)));
 }
 
 #[tokio::test]

@@ -53,6 +53,7 @@ fn query(v: &[f32], k: usize) -> VectorQuery {
         k,
         ef: 64,
         allow: None,
+        deny: None,
     }
 }
 
@@ -88,6 +89,12 @@ async fn qdrant_keeps_partitions_apart_deletes_filters_and_restores() {
     let found = index.search(&a, &q).await.unwrap();
     assert_eq!(found.len(), 2);
     assert!(found.iter().all(|p| allow.contains(&p.id)));
+    let deny: HashSet<PointId> = pa.iter().take(100).map(|p| p.id).collect();
+    let mut q = query(&pa[5].vector, 5);
+    q.deny = Some(deny.clone());
+    let found = index.search(&a, &q).await.unwrap();
+    assert_eq!(found.len(), 5);
+    assert!(found.iter().all(|p| !deny.contains(&p.id)));
 
     let snap = tempfile::tempdir().unwrap();
     index.snapshot(&a, snap.path()).await.unwrap();

@@ -368,6 +368,9 @@ pub struct Question<'a> {
     pub top_k: usize,
     pub max_output_tokens: u32,
     pub temperature: f32,
+    /// The principal's access groups (`Principal::access_groups`): restricted documents are never retrieved,
+    /// so never cited nor sent to a provider.
+    pub groups: Option<&'a [String]>,
 }
 
 pub async fn ground(
@@ -382,6 +385,7 @@ pub async fn ground(
         top_k,
         max_output_tokens,
         temperature,
+        groups,
     } = asked;
     let generation = generator.for_tenant(tenant).await?;
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
@@ -402,6 +406,7 @@ pub async fn ground(
                 mode: retriever.settings.mode,
                 documents: None,
                 tags: Vec::new(),
+                groups: groups.map(<[String]>::to_vec),
             },
         )
         .await

@@ -161,6 +161,9 @@ impl From<GatewayError> for ApiError {
             GatewayError::OriginNotAllowed(_) => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "origin_not_allowed", message)
             }
+            GatewayError::InvalidGroups { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_groups", message)
+            }
             GatewayError::InvalidSubject { .. } => {
                 ApiError::new(S::UNPROCESSABLE_ENTITY, "invalid_subject", message)
             }

@@ -6,7 +6,7 @@
 use crate::config::{SearchMode, SearchSettings};
 use ragvault_core::{DocumentId, PointId, TenantId};
 use ragvault_ingest::indexing::Indexer;
-use ragvault_ingest::sealed::{tag_hash, ContentError, SealedContent};
+use ragvault_ingest::sealed::{group_hash, tag_hash, ContentError, SealedContent};
 use ragvault_search::{keyword, reciprocal_rank_fusion, VectorQuery};
 use ragvault_store::Store;
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub struct RetrievalQuery {
     pub mode: SearchMode,
     pub documents: Option<Vec<DocumentId>>,
     pub tags: Vec<String>,
+    /// The principal's access groups; `None` = the whole tenant. With `Some`, documents restricted to other
+    /// groups are excluded inside the search.
+    pub groups: Option<Vec<String>>,
 }
 
 /// A retrieved chunk, opened.
@@ -81,6 +84,20 @@ impl Retriever {
         } else {
             None
         };
+        let deny: Option<HashSet<PointId>> = match &query.groups {
+            None => None,
+            Some(groups) => {
+                let hashes: Vec<Vec<u8>> =
+                    groups.iter().map(|g| group_hash(&index_key, g)).collect();
+                Some(
+                    self.store
+                        .denied_points(tenant, &hashes)
+                        .await?
+                        .into_iter()
+                        .collect(),
+                )
+            }
+        };
         let candidates = query.top_k * self.settings.candidate_factor;
         // The keyword search needs no embedding: it runs in Postgres while the query is embedded.
         let vector_side = async {
@@ -106,6 +123,7 @@ impl Retriever {
                         k: candidates,
                         ef: self.ef_search,
                         allow: allow.clone(),
+                        deny: deny.clone(),
                     },
                 )
                 .await?
@@ -124,6 +142,10 @@ impl Retriever {
                 .collect();
             let allow_list: Option<Vec<PointId>> =
                 allow.as_ref().map(|a| a.iter().copied().collect());
+            let deny_list: Option<Vec<PointId>> = deny
+                .as_ref()
+                .filter(|d| !d.is_empty())
+                .map(|d| d.iter().copied().collect());
             let hits: Vec<(PointId, f32)> = self
                 .store
                 .keyword_search(
@@ -131,6 +153,7 @@ impl Retriever {
                     &hashes,
                     i64::try_from(candidates).unwrap_or(i64::MAX),
                     allow_list.as_deref(),
+                    deny_list.as_deref(),
                 )
                 .await?
                 .into_iter()

@@ -20,6 +20,8 @@ pub struct NewDocument {
     pub size_bytes: i64,
     /// Keyed hashes of the document's tags.
     pub tag_hashes: Vec<Vec<u8>>,
+    /// Keyed hashes of the document's access groups; empty = the whole tenant may read it.
+    pub group_hashes: Vec<Vec<u8>>,
 }
 
 /// What storing a document did.
@@ -191,6 +193,17 @@ async fn insert_chunks(
         .bind(document.tenant_id.0)
         .bind(document.id.0)
         .bind(&document.tag_hashes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !document.group_hashes.is_empty() {
+        sqlx::query(
+            "INSERT INTO document_groups (tenant_id, document_id, group_hash)
+             SELECT $1, $2, g FROM UNNEST($3::bytea[]) AS g ON CONFLICT DO NOTHING",
+        )
+        .bind(document.tenant_id.0)
+        .bind(document.id.0)
+        .bind(&document.group_hashes)
         .execute(&mut **tx)
         .await?;
     }

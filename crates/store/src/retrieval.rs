@@ -39,11 +39,13 @@ impl Store {
         term_hashes: &[Vec<u8>],
         k: i64,
         allow: Option<&[PointId]>,
+        deny: Option<&[PointId]>,
     ) -> Result<Vec<(PointId, f64)>, StoreError> {
         if term_hashes.is_empty() || k <= 0 {
             return Ok(Vec::new());
         }
         let allow: Option<Vec<i64>> = allow.map(|a| a.iter().map(|p| p.0 as i64).collect());
+        let deny: Option<Vec<i64>> = deny.map(|d| d.iter().map(|p| p.0 as i64).collect());
         let rows = sqlx::query(
             "WITH stats AS (
                  SELECT count(*)::float8 AS n, greatest(avg(term_count), 1)::float8 AS avgdl
@@ -62,6 +64,7 @@ impl Store {
              JOIN chunks c ON c.id = p.chunk_id
              CROSS JOIN stats
              WHERE p.tenant_id = $1 AND ($6::bigint[] IS NULL OR c.point_id = ANY($6))
+               AND ($7::bigint[] IS NULL OR NOT (c.point_id = ANY($7)))
              GROUP BY c.point_id
              ORDER BY score DESC, c.point_id
              LIMIT $3",
@@ -72,6 +75,7 @@ impl Store {
         .bind(BM25_K1)
         .bind(BM25_B)
         .bind(allow)
+        .bind(deny)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -105,6 +109,27 @@ impl Store {
         .bind(tenant.0)
         .bind(documents)
         .bind(tag_hashes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(points.into_iter().map(|p| PointId(p as u64)).collect())
+    }
+
+    /// Points of documents restricted to access groups none of which is in `group_hashes`: what a
+    /// principal holding only those groups must never retrieve.
+    pub async fn denied_points(
+        &self,
+        tenant: TenantId,
+        group_hashes: &[Vec<u8>],
+    ) -> Result<Vec<PointId>, StoreError> {
+        let points: Vec<i64> = sqlx::query_scalar(
+            "SELECT c.point_id FROM chunks c
+             WHERE c.tenant_id = $1
+               AND EXISTS (SELECT 1 FROM document_groups g WHERE g.document_id = c.document_id)
+               AND NOT EXISTS (SELECT 1 FROM document_groups g
+                               WHERE g.document_id = c.document_id AND g.group_hash = ANY($2))",
+        )
+        .bind(tenant.0)
+        .bind(group_hashes)
         .fetch_all(&self.pool)
         .await?;
         Ok(points.into_iter().map(|p| PointId(p as u64)).collect())

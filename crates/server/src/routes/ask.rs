@@ -114,6 +114,7 @@ pub async fn ask(
             top_k,
             max_output_tokens: max_tokens,
             temperature: limits.temperature,
+            groups: caller.principal.access_groups(),
         },
     )
     .await?;

@@ -154,6 +154,7 @@ pub async fn chat_completions(
             top_k,
             max_output_tokens: max_tokens,
             temperature,
+            groups: caller.principal.access_groups(),
         },
     )
     .await?;

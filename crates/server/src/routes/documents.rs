@@ -29,6 +29,9 @@ pub struct UploadRequest {
     content_type: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
+    /// Access groups: only principals holding one of them retrieve this document (none = the whole tenant).
+    #[serde(default)]
+    groups: Vec<String>,
     #[serde(default)]
     metadata: Option<Value>,
 }
@@ -74,6 +77,7 @@ struct UploadBody {
     content: Vec<u8>,
     content_type: Option<String>,
     tags: Vec<String>,
+    groups: Vec<String>,
     metadata: Option<Value>,
 }
 
@@ -84,6 +88,7 @@ impl From<UploadRequest> for UploadBody {
             content: r.content.into_bytes(),
             content_type: r.content_type,
             tags: r.tags,
+            groups: r.groups,
             metadata: r.metadata,
         }
     }
@@ -99,6 +104,7 @@ async fn multipart_request(
         content: Vec::new(),
         content_type: None,
         tags: Vec::new(),
+        groups: Vec::new(),
         metadata: None,
     };
     let mut file_name = None;
@@ -126,13 +132,18 @@ async fn multipart_request(
             "content_type" => {
                 body.content_type = Some(field.text().await.map_err(|e| bad(e.body_text()))?)
             }
-            "tags" => {
-                let tags = field.text().await.map_err(|e| bad(e.body_text()))?;
-                body.tags = tags
+            "tags" | "groups" => {
+                let text = field.text().await.map_err(|e| bad(e.body_text()))?;
+                let list: Vec<String> = text
                     .split(',')
                     .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty())
                     .collect();
+                if field_name == "tags" {
+                    body.tags = list;
+                } else {
+                    body.groups = list;
+                }
             }
             "metadata" => {
                 let text = field.text().await.map_err(|e| bad(e.body_text()))?;
@@ -179,6 +190,16 @@ async fn accept(
             format!("at most {MAX_TAGS} tags of 1 to {MAX_TAG_CHARS} printable characters"),
         ));
     }
+    if !ragvault_gateway::valid_group_names(&request.groups) {
+        return Err(invalid(
+            "invalid_groups",
+            format!(
+                "at most {} groups of 1 to {} letters, digits, '-', '_', '.' or ':'",
+                ragvault_gateway::MAX_GROUPS,
+                ragvault_gateway::MAX_GROUP_CHARS
+            ),
+        ));
+    }
     if request.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(invalid(
             "invalid_metadata",
@@ -186,12 +207,23 @@ async fn accept(
         ));
     }
     // Tags travel with the metadata, sealed; keyed tag hashes for filtering arrive with search.
-    let metadata = match (request.metadata, request.tags.is_empty()) {
+    // Groups travel the same way; their keyed hashes decide retrieval.
+    let metadata = match (
+        request.metadata,
+        request.tags.is_empty() && request.groups.is_empty(),
+    ) {
         (None, true) => None,
         (metadata, _) => {
             let mut object = metadata.unwrap_or_else(|| json!({}));
             if !request.tags.is_empty() {
                 object["tags"] = json!(request.tags);
+            }
+            if !request.groups.is_empty() {
+                let mut groups: Vec<String> =
+                    request.groups.iter().map(|g| g.to_lowercase()).collect();
+                groups.sort();
+                groups.dedup();
+                object["groups"] = json!(groups);
             }
             Some(object)
         }

@@ -64,6 +64,7 @@ pub async fn search(
             .document_ids
             .map(|ids| ids.into_iter().map(DocumentId).collect()),
         tags: request.tags,
+        groups: caller.principal.access_groups().map(<[String]>::to_vec),
     };
     let results = state
         .retriever

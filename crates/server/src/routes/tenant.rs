@@ -37,8 +37,10 @@ pub async fn whoami(
             tenant_id,
             token_id,
             subject,
+            groups,
         } => json!({
             "kind": "widget",
+            "groups": groups,
             "tenant_id": tenant_id,
             "token_id": token_id,
             "subject": subject,
