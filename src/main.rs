@@ -81,8 +81,11 @@ enum KeysCommand {
     Set {
         provider: String,
         /// A tenant's own key for this provider, instead of the operator-wide one.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sandbox")]
         tenant: Option<String>,
+        /// The key sandbox tenants use (never a production key).
+        #[arg(long)]
+        sandbox: bool,
         #[arg(long)]
         base_url: Option<String>,
         #[arg(long)]
@@ -93,8 +96,10 @@ enum KeysCommand {
     /// Revoke the current version of a provider key.
     Delete {
         provider: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sandbox")]
         tenant: Option<String>,
+        #[arg(long)]
+        sandbox: bool,
     },
 }
 
@@ -374,9 +379,11 @@ async fn provider_key_path(
     settings: &Settings,
     provider: &str,
     tenant: Option<String>,
+    sandbox: bool,
 ) -> Result<String> {
     validate_provider_name(provider)?;
     Ok(match tenant {
+        None if sandbox => ragvault_credentials::sandbox_path(provider),
         None => operator_path(provider),
         Some(slug) => {
             let (_, access) = operator_tools(settings).await?;
@@ -402,10 +409,11 @@ async fn provider_keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
         KeysCommand::Set {
             provider,
             tenant,
+            sandbox,
             base_url,
             organization,
         } => {
-            let path = provider_key_path(settings, &provider, tenant).await?;
+            let path = provider_key_path(settings, &provider, tenant, sandbox).await?;
             let mut input = String::new();
             std::io::stdin()
                 .read_to_string(&mut input)
@@ -430,8 +438,12 @@ async fn provider_keys(cmd: KeysCommand, settings: &Settings) -> Result<()> {
                 println!("{}\tv{}\t{}\t{}", v.path, v.version, v.created_at, state);
             }
         }
-        KeysCommand::Delete { provider, tenant } => {
-            let path = provider_key_path(settings, &provider, tenant).await?;
+        KeysCommand::Delete {
+            provider,
+            tenant,
+            sandbox,
+        } => {
+            let path = provider_key_path(settings, &provider, tenant, sandbox).await?;
             match keyring.delete_current(&path)? {
                 Some(version) => println!("{path}: version {version} deleted"),
                 None => bail!("no key stored at {path}"),

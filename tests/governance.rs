@@ -872,3 +872,74 @@ async fn restricted_documents_reach_only_principals_holding_their_group() {
     let r = mint(&app, &tenant.api_key, json!({"groups": ["a".repeat(65)]})).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_groups");
 }
+
+#[tokio::test]
+async fn sandbox_tenants_use_sandbox_keys_and_never_production_ones() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(&fake, &[("openai", "openai")], &[]).await;
+    let sandbox_key = format!("sandbox-{}", "s".repeat(24));
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/admin/tenants",
+        Some(&app.operator_key),
+        Some(json!({"slug": unique_slug("lab"), "environment": "sandbox"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let lab = TestTenant {
+        id: r.body["id"].as_str().unwrap().to_owned(),
+        slug: String::new(),
+        api_key: r.body["api_key"].as_str().unwrap().to_owned(),
+    };
+    let production = app.create_tenant(&unique_slug("prod")).await;
+    for tenant in [&lab, &production] {
+        set_policy(&app, tenant, json!({"failover_chain": ["openai"]})).await;
+        ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    }
+    // No sandbox key yet: the sandbox tenant is refused rather than served with the production key.
+    let r = ask(&app, &lab.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(
+        fake.requests(),
+        0,
+        "a sandbox ask reached the provider with the production key"
+    );
+    assert_eq!(
+        ask(&app, &production.api_key, 64).await.status,
+        StatusCode::OK
+    );
+
+    // With a sandbox key, the sandbox tenant answers through it; production keeps its own.
+    app.store_sandbox_provider_key("openai", &sandbox_key);
+    fake.accept(&sandbox_key);
+    fake.revoke(&ragvault_testkit::provider_key_for("openai"));
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/admin/credentials/openai/refresh?sandbox=true",
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = ask(&app, &lab.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = ask(&app, &production.api_key, 64).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "production used the sandbox key: {}",
+        r.body
+    );
+
+    // The sandbox tenant runs under the sandbox budget by default.
+    let budget = admin_get(&app, &format!("/v1/admin/tenants/{}/budget", lab.id)).await;
+    assert_eq!(budget["budget_micro_usd"], 5_000_000, "{budget}");
+    let credentials = admin_get(&app, "/v1/admin/credentials").await.to_string();
+    assert!(
+        credentials.contains("sandbox/providers/openai"),
+        "{credentials}"
+    );
+    assert!(!credentials.contains(&sandbox_key));
+}

@@ -32,7 +32,7 @@ pub use lease::{
     LeasedCallError, ProviderCallError, AUTH_FAILURE_LIMIT,
 };
 pub use provider::{
-    operator_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef,
+    operator_path, sandbox_path, tenant_path, validate_provider_name, FetchedKey, ProviderKeyRef,
 };
 pub use provider_keyring::{KeyVersionInfo, SealedKeyring};
 pub use pseudonym::IndexKey;

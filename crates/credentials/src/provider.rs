@@ -11,6 +11,9 @@ use std::fmt;
 pub struct ProviderKeyRef {
     pub provider: String,
     pub tenant: Option<TenantId>,
+    /// The sandbox key (`ragvault/sandbox/providers/<name>`), used for sandbox tenants only and never
+    /// replaced by a production key.
+    pub sandbox: bool,
 }
 
 impl ProviderKeyRef {
@@ -18,6 +21,15 @@ impl ProviderKeyRef {
         ProviderKeyRef {
             provider: provider.to_owned(),
             tenant: None,
+            sandbox: false,
+        }
+    }
+
+    pub fn sandbox(provider: &str) -> ProviderKeyRef {
+        ProviderKeyRef {
+            provider: provider.to_owned(),
+            tenant: None,
+            sandbox: true,
         }
     }
 
@@ -25,15 +37,17 @@ impl ProviderKeyRef {
         ProviderKeyRef {
             provider: provider.to_owned(),
             tenant: Some(tenant),
+            sandbox: false,
         }
     }
 }
 
 impl fmt::Display for ProviderKeyRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.tenant {
-            Some(t) => write!(f, "{} (tenant {t})", self.provider),
-            None => f.write_str(&self.provider),
+        match (self.tenant, self.sandbox) {
+            (Some(t), _) => write!(f, "{} (tenant {t})", self.provider),
+            (None, true) => write!(f, "{} (sandbox)", self.provider),
+            (None, false) => f.write_str(&self.provider),
         }
     }
 }
@@ -56,6 +70,11 @@ pub fn validate_provider_name(name: &str) -> Result<(), CredentialsError> {
 /// KV path (below the mount) of the operator-wide key.
 pub fn operator_path(provider: &str) -> String {
     format!("ragvault/providers/{provider}")
+}
+
+/// KV path (below the mount) of the key sandbox tenants use.
+pub fn sandbox_path(provider: &str) -> String {
+    format!("ragvault/sandbox/providers/{provider}")
 }
 
 /// KV path (below the mount) of a tenant's own key.

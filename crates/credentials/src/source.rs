@@ -1,5 +1,5 @@
 use crate::provider::{
-    is_missing, operator_path, parse_read, tenant_path, FetchedKey, ProviderKeyRef,
+    is_missing, operator_path, parse_read, sandbox_path, tenant_path, FetchedKey, ProviderKeyRef,
 };
 use crate::provider_keyring::SealedKeyring;
 use crate::vault::{KvRead, VaultBackend, VaultConfig};
@@ -146,6 +146,12 @@ impl KeySource {
         &self,
         key_ref: &ProviderKeyRef,
     ) -> Result<FetchedKey, CredentialsError> {
+        if key_ref.sandbox {
+            // No fallback: an experiment must never spend on the production key.
+            let path = sandbox_path(&key_ref.provider);
+            let read = self.read(&path).await?;
+            return self.parse(read, &path);
+        }
         if let Some(tenant) = key_ref.tenant {
             let path = tenant_path(tenant, &key_ref.provider);
             let read = self.read(&path).await?;

@@ -65,6 +65,8 @@ pub struct ProviderSettings {
     pub timeouts: Timeouts,
     /// Attempts for retryable failures (the first included).
     pub attempts: u32,
+    /// Lease the sandbox key (`sandbox/providers/<name>`) instead of the production one.
+    pub sandbox: bool,
 }
 
 pub struct HttpProvider {
@@ -97,7 +99,11 @@ impl HttpProvider {
             .build()
             .map_err(|e| GenerationError::Config(format!("http client: {e}")))?;
         Ok(HttpProvider {
-            key_ref: ProviderKeyRef::operator(&settings.name),
+            key_ref: if settings.sandbox {
+                ProviderKeyRef::sandbox(&settings.name)
+            } else {
+                ProviderKeyRef::operator(&settings.name)
+            },
             settings,
             client,
             leases,

@@ -40,6 +40,8 @@ pub struct TenantGeneration {
 /// Every configured provider behind its breaker, the default chain, and per-tenant policies.
 pub struct Generator {
     links: HashMap<String, ChainLink>,
+    /// The same providers leasing sandbox keys, for sandbox tenants.
+    sandbox_links: HashMap<String, ChainLink>,
     default: Arc<TenantGeneration>,
     settings: GenerationSettings,
     custom_pii: Vec<(String, String)>,
@@ -61,41 +63,46 @@ impl Generator {
             failure_threshold: generation.breaker_failures,
             cool_down: Duration::from_secs(generation.breaker_cool_down_secs),
         };
+        let local = ChainLink {
+            provider: Arc::new(ExtractiveAnswerer),
+            breaker: Arc::new(CircuitBreaker::new(breaker)),
+        };
         let mut links: HashMap<String, ChainLink> = HashMap::new();
-        links.insert(
-            "local".into(),
-            ChainLink {
-                provider: Arc::new(ExtractiveAnswerer),
-                breaker: Arc::new(CircuitBreaker::new(breaker)),
-            },
-        );
+        let mut sandbox_links: HashMap<String, ChainLink> = HashMap::new();
+        links.insert("local".into(), local.clone());
+        sandbox_links.insert("local".into(), local);
         for (name, provider) in &settings.providers {
             let Some(model) = provider.model.clone().filter(|m| !m.is_empty()) else {
                 continue; // an embedding- or transcription-only entry
             };
-            let http = HttpProvider::new(
-                ProviderSettings {
-                    name: name.clone(),
-                    api: provider.api,
-                    base_url: provider.base_url.clone(),
-                    model,
-                    context_tokens: provider.context_tokens,
-                    timeouts: Timeouts {
-                        connect: Duration::from_millis(generation.connect_timeout_ms),
-                        first_token: Duration::from_secs(generation.first_token_timeout_secs),
-                        total: Duration::from_secs(generation.total_timeout_secs),
+            // Sandbox tenants get their own links: their own key path and their own breakers, so an
+            // experiment neither spends production keys nor trips production's breakers.
+            for (sandbox, target) in [(false, &mut links), (true, &mut sandbox_links)] {
+                let http = HttpProvider::new(
+                    ProviderSettings {
+                        name: name.clone(),
+                        api: provider.api,
+                        base_url: provider.base_url.clone(),
+                        model: model.clone(),
+                        context_tokens: provider.context_tokens,
+                        timeouts: Timeouts {
+                            connect: Duration::from_millis(generation.connect_timeout_ms),
+                            first_token: Duration::from_secs(generation.first_token_timeout_secs),
+                            total: Duration::from_secs(generation.total_timeout_secs),
+                        },
+                        attempts: generation.attempts,
+                        sandbox,
                     },
-                    attempts: generation.attempts,
-                },
-                leases.clone(),
-            )?;
-            links.insert(
-                name.clone(),
-                ChainLink {
-                    provider: Arc::new(http) as Arc<dyn ChatProvider>,
-                    breaker: Arc::new(CircuitBreaker::new(breaker)),
-                },
-            );
+                    leases.clone(),
+                )?;
+                target.insert(
+                    name.clone(),
+                    ChainLink {
+                        provider: Arc::new(http) as Arc<dyn ChatProvider>,
+                        breaker: Arc::new(CircuitBreaker::new(breaker)),
+                    },
+                );
+            }
         }
         let custom_pii: Vec<(String, String)> = generation
             .pii_patterns
@@ -104,6 +111,7 @@ impl Generator {
             .collect();
         let mut generator = Generator {
             links,
+            sandbox_links,
             default: Arc::new(TenantGeneration {
                 chain: ProviderChain::new(Vec::new()),
                 pii: Arc::new(PiiRules::none()),
@@ -118,7 +126,7 @@ impl Generator {
             prices: settings.price_table().map_err(GenerationError::Config)?,
         };
         generator.default = Arc::new(TenantGeneration {
-            chain: generator.chain(&generation.chain)?,
+            chain: generator.chain(&generation.chain, false)?,
             pii: Arc::new(generator.pii_rules(&generation.pii_categories)?),
             budget: None,
             limits: ragvault_gateway::RateLimits::default(),
@@ -145,11 +153,16 @@ impl Generator {
             })
     }
 
-    fn chain(&self, names: &[String]) -> Result<ProviderChain, GenerationError> {
+    fn chain(&self, names: &[String], sandbox: bool) -> Result<ProviderChain, GenerationError> {
+        let links = if sandbox {
+            &self.sandbox_links
+        } else {
+            &self.links
+        };
         names
             .iter()
             .map(|name| {
-                self.links.get(name).cloned().ok_or_else(|| {
+                links.get(name).cloned().ok_or_else(|| {
                     GenerationError::Config(format!("provider `{name}` is not configured"))
                 })
             })
@@ -193,8 +206,14 @@ impl Generator {
         {
             self.default.clone()
         } else {
-            let chain = match chain {
-                Some(names) => self.chain(&names).map_err(|e| {
+            let sandbox = record.environment == ragvault_core::Environment::Sandbox;
+            let names = match (chain, sandbox) {
+                (Some(names), _) => Some(names),
+                (None, true) => Some(self.settings.chain.clone()),
+                (None, false) => None,
+            };
+            let chain = match names {
+                Some(names) => self.chain(&names, sandbox).map_err(|e| {
                     // A provider removed from config after the policy named it.
                     tracing::error!(tenant = %tenant, error = %e, "tenant failover chain names an unknown provider");
                     ApiError::new(

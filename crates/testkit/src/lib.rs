@@ -283,6 +283,20 @@ impl TestApp {
             .expect("key stored");
     }
 
+    /// Writes a new version of a provider's sandbox key (what sandbox tenants lease) to the local keyring.
+    pub fn store_sandbox_provider_key(&self, provider: &str, key: &str) {
+        self.key_source
+            .sealed_keyring()
+            .expect("the local key source has a keyring")
+            .set(
+                &ragvault_credentials::sandbox_path(provider),
+                &ragvault_credentials::Secret::new(key.to_owned()),
+                None,
+                None,
+            )
+            .expect("key stored");
+    }
+
     /// Stops the service and starts a new one on the same database, data directory and configuration (on a
     /// new port). `crash: true` aborts it like `kill -9` would, with no shutdown work (no index dump);
     /// otherwise it shuts down gracefully.

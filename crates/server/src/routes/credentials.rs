@@ -42,6 +42,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 pub struct RefreshQuery {
     #[serde(default)]
     tenant: Option<Uuid>,
+    /// The sandbox key instead of the production one.
+    #[serde(default)]
+    sandbox: bool,
 }
 
 /// Re-reads a provider key now (after writing a new version, or to confirm a revocation).
@@ -55,6 +58,7 @@ pub async fn refresh(
     let key_ref = ProviderKeyRef {
         provider: provider.clone(),
         tenant: query.tenant.map(TenantId),
+        sandbox: query.sandbox,
     };
     let result = state.leases.force_refresh(&key_ref).await;
     let mut audit = AuditEntry::new(caller.principal.actor(), "credential.refresh_requested")
