@@ -339,7 +339,14 @@ async fn api_key(cmd: ApiKeyCommand, settings: &Settings) -> Result<()> {
                 .map(|s| s.parse::<Scope>())
                 .collect::<Result<_, _>>()?;
             let issued = access
-                .issue_api_key(t.id, scopes, name, expiry(expires_in_days), &cli_context())
+                .issue_api_key(
+                    t.id,
+                    scopes,
+                    name,
+                    expiry(expires_in_days),
+                    None,
+                    &cli_context(),
+                )
                 .await?;
             println!("api_key_id: {}", issued.key.id);
             println!("scopes: {}", issued.key.scopes.names().join(","));

@@ -859,6 +859,51 @@ async fn restricted_documents_reach_only_principals_holding_their_group() {
     let who = call(&app, Method::GET, "/v1/whoami", Some(&partner), None).await;
     assert_eq!(who.body["groups"], json!(["partners"]));
 
+    // API keys may carry groups too, and only narrow them when minting.
+    let issue = |groups: Value| {
+        let app = &app;
+        let path = format!("/v1/admin/tenants/{}/api-keys", tenant.id);
+        async move {
+            let r = call(
+                app,
+                Method::POST,
+                &path,
+                Some(&app.operator_key),
+                Some(json!({"scopes": ["ask", "tokens"], "groups": groups})),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            r.body["api_key"].as_str().unwrap().to_owned()
+        }
+    };
+    let partner_key = issue(json!(["partners"])).await;
+    let staff_key = issue(json!(["staff"])).await;
+    let r = search(partner_key, "keyword").await;
+    assert_eq!(
+        r.body["results"][0]["document_id"],
+        restricted.as_str(),
+        "{}",
+        r.body
+    );
+    let r = search(staff_key.clone(), "keyword").await;
+    assert!(
+        r.body["results"].as_array().unwrap().is_empty(),
+        "{}",
+        r.body
+    );
+    let r = mint(&app, &staff_key, json!({"groups": ["partners"]})).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "groups_not_held");
+    let r = mint(&app, &staff_key, json!({})).await;
+    let staff_token = r.body["token"].as_str().unwrap().to_owned();
+    let who = call(&app, Method::GET, "/v1/whoami", Some(&staff_token), None).await;
+    assert_eq!(who.body["groups"], json!(["staff"]), "{}", who.body);
+    let r = search(staff_token, "keyword").await;
+    assert!(
+        r.body["results"].as_array().unwrap().is_empty(),
+        "{}",
+        r.body
+    );
+
     // Bad group names are refused at upload and at minting.
     let r = call(
         &app,

@@ -10,6 +10,8 @@ pub enum Principal {
         tenant_id: TenantId,
         key_id: ApiKeyId,
         scopes: Scopes,
+        /// Access groups; `None` = the whole tenant.
+        groups: Option<Vec<String>>,
     },
     /// A widget token: a browser asking on a tenant's behalf, scope `ask` only.
     Widget {
@@ -47,7 +49,8 @@ impl Principal {
     pub fn access_groups(&self) -> Option<&[String]> {
         match self {
             Principal::Widget { groups, .. } => Some(groups),
-            Principal::Tenant { .. } | Principal::Operator { .. } => None,
+            Principal::Tenant { groups, .. } => groups.as_deref(),
+            Principal::Operator { .. } => None,
         }
     }
 

@@ -264,6 +264,7 @@ impl AccessControl {
             name: Some("initial".to_owned()),
             scopes: Scopes::tenant_default(),
             expires_at: None,
+            groups: None,
         };
         let audit = [
             ctx.audit("tenant.created")
@@ -386,11 +387,19 @@ impl AccessControl {
         scopes: Scopes,
         name: Option<String>,
         expires_at: Option<OffsetDateTime>,
+        groups: Option<Vec<String>>,
         ctx: &RequestContext,
     ) -> Result<IssuedApiKey, GatewayError> {
         if scopes.is_empty() {
             return Err(GatewayError::NoScopes);
         }
+        if !groups.as_deref().is_none_or(crate::valid_group_names) {
+            return Err(GatewayError::InvalidGroups {
+                max_groups: crate::MAX_GROUPS,
+                max_chars: crate::MAX_GROUP_CHARS,
+            });
+        }
+        let groups = groups.map(|g| g.iter().map(|n| n.to_lowercase()).collect::<Vec<_>>());
         check_expiry(expires_at, OffsetDateTime::now_utc())?;
         let issued = self.hasher.issue()?;
         let key = NewApiKey {
@@ -401,12 +410,15 @@ impl AccessControl {
             name,
             scopes,
             expires_at,
+            groups: groups.clone(),
         };
         let audit = ctx
             .audit("api_key.issued")
             .tenant(tenant_id)
             .target(format!("api_key:{}", key.id))
-            .details(json!({"scopes": scopes.names(), "public_id": key.public_id}));
+            .details(
+                json!({"scopes": scopes.names(), "public_id": key.public_id, "groups": groups}),
+            );
         let record = self.store.insert_api_key(&key, &audit).await?;
         Ok(IssuedApiKey {
             key: record,
@@ -526,6 +538,7 @@ fn check_usable(row: &CredentialRow, now: OffsetDateTime) -> Result<Principal, G
                 tenant_id,
                 key_id: ApiKeyId(row.id),
                 scopes: row.scopes,
+                groups: row.groups.clone(),
             })
         }
         (CredentialKind::Tenant, None) => Err(GatewayError::InvalidCredentials),
@@ -582,6 +595,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             tenant_status: Some(TenantStatus::Active),
+            groups: None,
         }
     }
 
@@ -636,6 +650,7 @@ mod tests {
             tenant_id: TenantId::new(),
             key_id: ApiKeyId::new(),
             scopes: [Scope::Ask].into_iter().collect(),
+            groups: None,
         };
         assert!(require_tenant_scope(&ask_only, Scope::Ask).is_ok());
         assert!(matches!(

@@ -237,6 +237,7 @@ mod tests {
             tenant_id: TenantId::new(),
             key_id: ApiKeyId::new(),
             scopes: Scopes::tenant_default(),
+            groups: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct NewApiKey {
     pub name: Option<String>,
     pub scopes: Scopes,
     pub expires_at: Option<OffsetDateTime>,
+    /// Access groups; `None` = the whole tenant.
+    pub groups: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -37,6 +39,9 @@ pub struct ApiKeyRecord {
     pub public_id: String,
     pub name: Option<String>,
     pub scopes: Scopes,
+    /// Access groups; absent = the whole tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -64,10 +69,12 @@ pub struct CredentialRow {
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
     pub tenant_status: Option<TenantStatus>,
+    /// A tenant key's access groups; `None` = the whole tenant.
+    pub groups: Option<Vec<String>>,
 }
 
 pub(crate) const API_KEY_COLUMNS: &str =
-    "id, tenant_id, public_id, name, scopes, expires_at, revoked_at, last_used_at, created_at";
+    "id, tenant_id, public_id, name, scopes, groups, expires_at, revoked_at, last_used_at, created_at";
 
 fn parse_scopes(table: &'static str, names: Vec<String>) -> Result<Scopes, StoreError> {
     Scopes::parse(&names).map_err(|e| StoreError::Corrupt {
@@ -83,6 +90,7 @@ pub(crate) fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> 
         public_id: row.try_get("public_id")?,
         name: row.try_get("name")?,
         scopes: parse_scopes("api_keys", row.try_get("scopes")?)?,
+        groups: row.try_get("groups")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -95,8 +103,8 @@ pub(crate) async fn insert_api_key(
     key: &NewApiKey,
 ) -> Result<ApiKeyRecord, StoreError> {
     let row = sqlx::query(&format!(
-        "INSERT INTO api_keys (id, tenant_id, public_id, key_hash, name, scopes, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {API_KEY_COLUMNS}"
+        "INSERT INTO api_keys (id, tenant_id, public_id, key_hash, name, scopes, expires_at, groups)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {API_KEY_COLUMNS}"
     ))
     .bind(key.id.0)
     .bind(key.tenant_id.0)
@@ -105,6 +113,7 @@ pub(crate) async fn insert_api_key(
     .bind(&key.name)
     .bind(key.scopes.names())
     .bind(key.expires_at)
+    .bind(&key.groups)
     .fetch_one(conn)
     .await?;
     api_key_from_row(&row)
@@ -224,12 +233,12 @@ impl Store {
     ) -> Result<Vec<CredentialRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT 'tenant' AS kind, k.id, k.tenant_id, k.key_hash, k.scopes, k.expires_at,
-                    k.revoked_at, t.status AS tenant_status
+                    k.revoked_at, t.status AS tenant_status, k.groups
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
              WHERE k.public_id = $1
              UNION ALL
              SELECT 'operator', o.id, NULL, o.key_hash, ARRAY[]::text[], o.expires_at,
-                    o.revoked_at, NULL
+                    o.revoked_at, NULL, NULL::text[]
              FROM operator_keys o
              WHERE o.public_id = $1",
         )
@@ -262,6 +271,7 @@ impl Store {
                     expires_at: row.try_get("expires_at")?,
                     revoked_at: row.try_get("revoked_at")?,
                     tenant_status,
+                    groups: row.try_get("groups")?,
                 })
             })
             .collect()

@@ -210,6 +210,7 @@ pub async fn issue_key(
             request.scopes,
             request.name,
             request.expires_at,
+            request.groups,
             &caller.context(),
         )
         .await?;

@@ -21,12 +21,16 @@ pub struct IssueKeyRequest {
     pub expires_at: Option<String>,
     #[serde(default)]
     pub expires_in_seconds: Option<u64>,
+    /// Access groups: the key then reads ungrouped documents and those of these groups only.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
 }
 
 pub struct KeyRequest {
     pub scopes: Scopes,
     pub name: Option<String>,
     pub expires_at: Option<OffsetDateTime>,
+    pub groups: Option<Vec<String>>,
 }
 
 impl IssueKeyRequest {
@@ -74,6 +78,7 @@ impl IssueKeyRequest {
             scopes,
             name: self.name,
             expires_at,
+            groups: self.groups,
         })
     }
 }

@@ -23,6 +23,7 @@ pub async fn whoami(
             tenant_id,
             key_id,
             scopes,
+            groups,
         } => {
             let tenant = state.access.get_tenant(*tenant_id).await?;
             json!({
@@ -31,6 +32,7 @@ pub async fn whoami(
                 "tenant_slug": tenant.slug,
                 "key_id": key_id,
                 "scopes": scopes,
+                "groups": groups,
             })
         }
         Principal::Widget {
@@ -73,6 +75,7 @@ pub async fn issue_key(
             request.scopes,
             request.name,
             request.expires_at,
+            within_caller_groups(&caller, request.groups)?,
             &caller.context(),
         )
         .await?;
@@ -94,6 +97,26 @@ pub async fn revoke_key(
 
 /// Routes whose capability is not built yet still enforce authentication and scope, then say plainly
 /// that the capability is missing rather than pretending to work.
+/// A credential minted by a caller with access groups may only narrow them: the groups it asks for must be
+/// a subset of the caller's (and absent means the caller's own).
+fn within_caller_groups(
+    caller: &Caller,
+    asked: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(held) = caller.principal.access_groups() else {
+        return Ok(asked);
+    };
+    match asked {
+        None => Ok(Some(held.to_vec())),
+        Some(asked) if asked.iter().all(|g| held.contains(&g.to_lowercase())) => Ok(Some(asked)),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "groups_not_held",
+            "a key with access groups can only grant groups it holds",
+        )),
+    }
+}
+
 /// Mints a widget token for the caller's tenant (scope `tokens`). The token is shown once; nothing about it
 /// is stored, so minting one per page view costs no database write.
 pub async fn mint_widget_token(
@@ -102,6 +125,11 @@ pub async fn mint_widget_token(
     ApiJson(request): ApiJson<MintRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = require_tenant_scope(&caller.principal, Scope::Tokens)?;
+    let mut request = request;
+    if caller.principal.access_groups().is_some() {
+        let asked = (!request.groups.is_empty()).then(|| request.groups.clone());
+        request.groups = within_caller_groups(&caller, asked)?.unwrap_or_default();
+    }
     let minted = state
         .access
         .widget_tokens()
