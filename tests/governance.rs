@@ -988,3 +988,93 @@ async fn sandbox_tenants_use_sandbox_keys_and_never_production_ones() {
     );
     assert!(!credentials.contains(&sandbox_key));
 }
+
+#[tokio::test]
+async fn a_spike_suspends_the_key_or_subject_until_an_operator_lifts_it() {
+    let app = widget_app().await;
+    let tenant = app.create_tenant(&unique_slug("spiky")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    let (_, calm_key) = app.issue_key(&tenant.id, &["ask"]).await;
+    set_policy(
+        &app,
+        &tenant,
+        json!({"anomaly": {"action": "suspend", "multiple": 5.0, "requests_floor_per_minute": 4}}),
+    )
+    .await;
+    // A fresh key has no baseline: the floor (4 a minute) decides; the fifth request is the spike.
+    for i in 0..4 {
+        assert_eq!(
+            ask(&app, &tenant.api_key, 64).await.status,
+            StatusCode::OK,
+            "request {i}"
+        );
+    }
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+    // Another key of the tenant is not suspended (the tenant-wide spike is audited, not acted on).
+    assert_eq!(ask(&app, &calm_key, 64).await.status, StatusCode::OK);
+
+    // A widget subject: all its tokens are suspended together; other subjects are not.
+    let bot = minted(&app, &tenant, json!({"subject": "bot-9"})).await;
+    for _ in 0..4 {
+        assert_eq!(
+            ask_from(&app, &bot, None, None).await.status,
+            StatusCode::OK
+        );
+    }
+    let r = ask_from(&app, &bot, None, None).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+    let bot_again = minted(&app, &tenant, json!({"subject": "bot-9"})).await;
+    let r = ask_from(&app, &bot_again, None, None).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+    let human = minted(&app, &tenant, json!({"subject": "human-1"})).await;
+    assert_eq!(
+        ask_from(&app, &human, None, None).await.status,
+        StatusCode::OK
+    );
+
+    // Audited, listed, and lifted by an operator.
+    let audit = admin_get(&app, &format!("/v1/admin/audit?tenant={}", tenant.id)).await;
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions
+            .iter()
+            .filter(|a| **a == "principal.suspended")
+            .count()
+            == 2,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"anomaly.detected"));
+    let listed = admin_get(
+        &app,
+        &format!("/v1/admin/tenants/{}/suspensions", tenant.id),
+    )
+    .await;
+    let suspensions = listed["suspensions"].as_array().unwrap().clone();
+    assert_eq!(suspensions.len(), 2, "{listed}");
+    let key_suspension = suspensions
+        .iter()
+        .find(|s| s["principal"].as_str().unwrap().starts_with("api_key:"))
+        .unwrap();
+    let lift = format!(
+        "/v1/admin/tenants/{}/suspensions/{}/lift",
+        tenant.id,
+        key_suspension["id"].as_str().unwrap()
+    );
+    let r = call(&app, Method::POST, &lift, Some(&tenant.api_key), None).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "operator_key_required");
+    let r = call(&app, Method::POST, &lift, Some(&app.operator_key), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(ask(&app, &tenant.api_key, 64).await.status, StatusCode::OK);
+    let r = call(&app, Method::POST, &lift, Some(&app.operator_key), None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = ask_from(&app, &bot, None, None).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+}

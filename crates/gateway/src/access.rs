@@ -31,6 +31,11 @@ impl RequestContext {
         }
     }
 
+    /// An audit entry by this actor under this request id.
+    pub fn audit_entry(&self, action: &'static str) -> AuditEntry {
+        self.audit(action)
+    }
+
     pub(crate) fn audit(&self, action: &'static str) -> AuditEntry {
         AuditEntry::new(self.actor.clone(), action).request_id(self.request_id.clone())
     }

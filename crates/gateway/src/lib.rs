@@ -3,6 +3,7 @@
 //! behind `Secret` and the keyed hashes stored by `store`.
 
 mod access;
+mod anomaly;
 mod budget;
 mod error;
 mod limits;
@@ -14,6 +15,7 @@ pub use access::{
     require_operator, require_tenant_scope, AccessControl, BrowserContext, CreatedTenant,
     IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
+pub use anomaly::{principal_scope, Anomaly, AnomalyAction, AnomalyDetector, AnomalyPolicy};
 pub use budget::{seconds_until_next_month, BudgetGuard, Reservation, TenantBudget};
 pub use error::GatewayError;
 pub use limits::{RateLimiter, RateLimits};

@@ -35,6 +35,8 @@ pub struct TenantGeneration {
     pub budget: Option<ragvault_gateway::TenantBudget>,
     /// The tenant's rate limits (policy `rate_limits`); default unlimited.
     pub limits: ragvault_gateway::RateLimits,
+    /// Spike detection and response (policy `anomaly`); default: audit only.
+    pub anomaly: ragvault_gateway::AnomalyPolicy,
 }
 
 /// Every configured provider behind its breaker, the default chain, and per-tenant policies.
@@ -117,6 +119,7 @@ impl Generator {
                 pii: Arc::new(PiiRules::none()),
                 budget: None,
                 limits: ragvault_gateway::RateLimits::default(),
+                anomaly: ragvault_gateway::AnomalyPolicy::default(),
             }),
             sandbox_budget: settings.budget.sandbox_monthly_micro_usd,
             settings: generation.clone(),
@@ -130,6 +133,7 @@ impl Generator {
             pii: Arc::new(generator.pii_rules(&generation.pii_categories)?),
             budget: None,
             limits: ragvault_gateway::RateLimits::default(),
+            anomaly: ragvault_gateway::AnomalyPolicy::default(),
         });
         Ok(generator)
     }
@@ -199,10 +203,15 @@ impl Generator {
             .get("rate_limits")
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
+        let anomaly: ragvault_gateway::AnomalyPolicy = policy
+            .get("anomaly")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
         let resolved = if chain.is_none()
             && categories.is_none()
             && budget.is_none()
             && limits.is_unlimited()
+            && anomaly == ragvault_gateway::AnomalyPolicy::default()
         {
             self.default.clone()
         } else {
@@ -236,6 +245,7 @@ impl Generator {
                 pii,
                 budget,
                 limits,
+                anomaly,
             })
         };
         self.lock_cache()
@@ -612,6 +622,12 @@ pub async fn finish_call(
     call: &MeteredCall<'_>,
 ) -> Result<(), ApiError> {
     reservation.settle(call.cost_micro_usd);
+    let spikes =
+        state
+            .anomalies
+            .observe_spend(&caller.principal, &generation.anomaly, call.cost_micro_usd);
+    // The answer is already paid for: a spend spike suspends for the next request, not this one.
+    respond_to_anomalies(state, caller, &generation.anomaly, spikes).await?;
     state.limiter.charge_tokens(
         &caller.principal,
         &generation.limits,
@@ -630,8 +646,68 @@ pub async fn admit(
     tenant: TenantId,
 ) -> Result<(), ApiError> {
     let generation = state.generator.for_tenant(tenant).await?;
+    let suspends = generation.anomaly.action == ragvault_gateway::AnomalyAction::Suspend;
+    let scope = ragvault_gateway::principal_scope(&caller.principal);
+    if let (true, Some(scope)) = (suspends, &scope) {
+        if state
+            .store
+            .is_suspended(tenant, std::slice::from_ref(scope))
+            .await?
+        {
+            return Err(principal_suspended());
+        }
+    }
     state.limiter.admit(&caller.principal, &generation.limits)?;
+    let spikes = state
+        .anomalies
+        .observe_request(&caller.principal, &generation.anomaly);
+    if respond_to_anomalies(state, caller, &generation.anomaly, spikes).await? {
+        return Err(principal_suspended());
+    }
     Ok(())
+}
+
+fn principal_suspended() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "principal_suspended",
+        "this key or widget subject is suspended after unusual activity; an operator can lift it",
+    )
+}
+
+/// Audits each spike and, when the policy says so, suspends the principal behind it (never the whole
+/// tenant: that stays an operator's decision). True when the caller itself was just suspended.
+async fn respond_to_anomalies(
+    state: &crate::state::AppState,
+    caller: &crate::extract::Caller,
+    policy: &ragvault_gateway::AnomalyPolicy,
+    spikes: Vec<ragvault_gateway::Anomaly>,
+) -> Result<bool, ApiError> {
+    let mut suspended = false;
+    for spike in spikes {
+        tracing::warn!(tenant = %spike.tenant_id, scope = %spike.scope, measure = spike.measure,
+            observed = spike.observed, baseline = spike.baseline, "anomaly detected");
+        let details = serde_json::json!(spike);
+        let audit = ragvault_store::AuditEntry::new("system:anomaly", "anomaly.detected")
+            .tenant(spike.tenant_id)
+            .target(spike.scope.clone())
+            .request_id(Some(caller.request_id.clone()))
+            .details(details.clone());
+        state.store.append_audit(&audit).await?;
+        if policy.action == ragvault_gateway::AnomalyAction::Suspend && spike.scope != "tenant" {
+            let audit = ragvault_store::AuditEntry::new("system:anomaly", "principal.suspended")
+                .tenant(spike.tenant_id)
+                .target(spike.scope.clone())
+                .request_id(Some(caller.request_id.clone()))
+                .details(details.clone());
+            state
+                .store
+                .suspend_principal(spike.tenant_id, &spike.scope, &details, &audit)
+                .await?;
+            suspended = true;
+        }
+    }
+    Ok(suspended)
 }
 
 /// Reserves the worst case of answering `grounding` from the tenant's budget: `budget_exceeded` (and no

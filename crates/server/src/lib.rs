@@ -337,6 +337,7 @@ impl Application {
         let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
         let state = AppState {
             limiter: Arc::new(ragvault_gateway::RateLimiter::new()),
+            anomalies: Arc::new(ragvault_gateway::AnomalyDetector::new()),
             budgets,
             metering,
             indexer,

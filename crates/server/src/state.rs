@@ -22,6 +22,8 @@ pub struct AppState {
     pub generator: Arc<crate::answer::Generator>,
     /// This replica's slices of tenant budgets (reserved before every provider call).
     pub budgets: Arc<ragvault_gateway::BudgetGuard>,
+    /// Spike detection (EWMA baselines per tenant and principal).
+    pub anomalies: Arc<ragvault_gateway::AnomalyDetector>,
     /// Per-replica request and token rate limits (GCRA).
     pub limiter: Arc<ragvault_gateway::RateLimiter>,
     /// Usage rows and per-request audit events, group-committed.

@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod metering;
 mod retrieval;
+mod suspensions;
 mod tenants;
 mod widget_keys;
 
@@ -30,6 +31,7 @@ pub use jobs::{JobRecord, NewJob};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use metering::{month_of, BudgetMonth, NewUsageEvent, UsageGrouping, UsageTotals};
 pub use retrieval::ChunkVector;
+pub use suspensions::SuspensionRecord;
 pub use tenants::{NewTenant, TenantRecord};
 pub use widget_keys::WidgetSigningKeyRecord;
 

@@ -337,27 +337,42 @@ impl OpenBao {
         let accessors = self.bao(&["list", "-format=json", "auth/token/accessors"]);
         let accessors: Vec<String> = serde_json::from_str(&accessors).expect("accessor list");
         for accessor in accessors {
-            let info = self.bao(&["token", "lookup", "-format=json", "-accessor", &accessor]);
+            // A token can expire between the listing and the lookup ("invalid accessor"): gone already.
+            let Ok(info) =
+                self.try_bao(&["token", "lookup", "-format=json", "-accessor", &accessor])
+            else {
+                continue;
+            };
             if !info.contains("\"root\"") {
-                self.bao(&["token", "revoke", "-accessor", &accessor]);
+                if let Err(e) = self.try_bao(&["token", "revoke", "-accessor", &accessor]) {
+                    assert!(
+                        e.contains("invalid accessor"),
+                        "revoking a token failed: {e}"
+                    );
+                }
             }
         }
     }
 
     /// Runs the `bao` CLI as root against this server and returns its stdout.
     pub fn bao(&self, args: &[&str]) -> String {
+        self.try_bao(args)
+            .unwrap_or_else(|stderr| panic!("bao {args:?} failed: {stderr}"))
+    }
+
+    /// Like [`OpenBao::bao`], returning stderr on failure.
+    pub fn try_bao(&self, args: &[&str]) -> Result<String, String> {
         let output = Command::new("bao")
             .args(args)
             .env("BAO_ADDR", &self.addr)
             .env("BAO_TOKEN", &self.root_token)
             .output()
             .expect("run bao");
-        assert!(
-            output.status.success(),
-            "bao {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 
     /// Freezes the server process (SIGSTOP): connections hang as in a network partition, state is kept.

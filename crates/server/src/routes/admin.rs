@@ -107,6 +107,9 @@ pub struct TenantPolicyRequest {
     /// Requests and provider tokens per minute, per tenant and per principal (per replica; 0 = unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rate_limits: Option<ragvault_gateway::RateLimits>,
+    /// Spike detection thresholds and response (`audit` or `suspend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    anomaly: Option<ragvault_gateway::AnomalyPolicy>,
 }
 
 impl TenantPolicyRequest {
@@ -495,4 +498,38 @@ pub async fn budget(
         "spent_micro_usd": ledger.spent_micro_usd,
         "soft_threshold_crossed": ledger.soft_alerted,
     })))
+}
+
+/// Principals suspended by anomaly response (active and lifted), newest first.
+pub async fn list_suspensions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let suspensions = state.store.list_suspensions(TenantId(tenant_id)).await?;
+    Ok(Json(json!({ "suspensions": suspensions })))
+}
+
+/// Lifts a suspension: the key or widget subject works again on its next request.
+pub async fn lift_suspension(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((tenant_id, suspension_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    let tenant_id = TenantId(tenant_id);
+    let audit = caller
+        .context()
+        .audit_entry("suspension.lifted")
+        .tenant(tenant_id)
+        .target(format!("suspension:{suspension_id}"));
+    if !state
+        .store
+        .lift_suspension(tenant_id, suspension_id, &caller.principal.actor(), &audit)
+        .await?
+    {
+        return Err(ApiError::not_found("active suspension"));
+    }
+    Ok(Json(json!({ "lifted": suspension_id })))
 }

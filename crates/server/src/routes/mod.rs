@@ -102,6 +102,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/audit", get(admin::list_audit))
         .route("/v1/admin/usage", get(admin::usage))
+        .route(
+            "/v1/admin/tenants/{tenant_id}/suspensions",
+            get(admin::list_suspensions),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant_id}/suspensions/{suspension_id}/lift",
+            post(admin::lift_suspension),
+        )
         .route("/v1/admin/tenants/{tenant_id}/budget", get(admin::budget))
         .route("/v1/admin/audit/verify", get(admin::verify_audit))
         .route(
