@@ -1077,4 +1077,20 @@ async fn a_spike_suspends_the_key_or_subject_until_an_operator_lifts_it() {
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
     let r = ask_from(&app, &bot, None, None).await;
     assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let detected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ragvault_anomalies_detected_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(detected >= 3, "{metrics}");
 }

@@ -10,6 +10,7 @@ use std::fmt::Write;
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     render_credentials(&state, &mut out);
+    render_governance(&state, &mut out);
     (
         [(
             header::CONTENT_TYPE,
@@ -22,6 +23,31 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn render_governance(state: &AppState, out: &mut String) {
+    family(
+        out,
+        "ragvault_anomalies_detected_total",
+        "counter",
+        "Request or spend spikes past a tenant's or principal's baseline (this replica).",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_anomalies_detected_total {}",
+        state.anomalies.detected()
+    );
+    family(
+        out,
+        "ragvault_budget_soft_threshold_crossings_total",
+        "counter",
+        "Tenants whose month spend passed their soft budget threshold (reported by this replica).",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_budget_soft_threshold_crossings_total {}",
+        state.budgets.soft_crossings()
+    );
 }
 
 fn render_credentials(state: &AppState, out: &mut String) {
