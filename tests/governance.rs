@@ -1094,3 +1094,106 @@ async fn a_spike_suspends_the_key_or_subject_until_an_operator_lifts_it() {
         .unwrap();
     assert!(detected >= 3, "{metrics}");
 }
+
+#[tokio::test]
+async fn policy_files_apply_on_reload_and_bad_ones_are_refused_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_value = format!("\"{}\"", dir.path().display());
+    let app = spawn_app_with(&[("policies.dir", dir_value.as_str())]).await;
+    let tenant = app.create_tenant(&unique_slug("coded")).await;
+    let reload = || {
+        call(
+            &app,
+            Method::POST,
+            "/v1/admin/policies/reload",
+            Some(&app.operator_key),
+            None,
+        )
+    };
+
+    std::fs::write(
+        dir.path().join(format!("{}.toml", tenant.slug)),
+        "budget_micro_usd = 250000\nbudget_soft_micro_usd = 1000\n\n[rate_limits]\nprincipal_requests_per_minute = 30\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("nobody-here.toml"),
+        "budget_micro_usd = 5\n",
+    )
+    .unwrap();
+    let r = reload().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["applied"], json!([tenant.slug]));
+    assert_eq!(r.body["unknown_tenants"], json!(["nobody-here"]));
+    let budget = admin_get(&app, &format!("/v1/admin/tenants/{}/budget", tenant.id)).await;
+    assert_eq!(budget["budget_micro_usd"], 250_000, "{budget}");
+    let r = reload().await;
+    assert_eq!(r.body["unchanged"], json!([tenant.slug]), "{}", r.body);
+
+    // Bad files: each problem names file, key and reason, and nothing is applied.
+    std::fs::write(
+        dir.path().join(format!("{}.toml", tenant.slug)),
+        "budget_micro_usd = 1\n[rate_limits]\nrequests_per_hour = 5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "failover_chain = [\"openai\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("chainy.toml"),
+        "failover_chain = [\"nope\"]\n",
+    )
+    .unwrap();
+    let r = reload().await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy_file");
+    let problems = r.body["problems"].as_array().unwrap();
+    let find = |file: &str| {
+        problems
+            .iter()
+            .find(|p| p["file"].as_str().unwrap().ends_with(file))
+            .unwrap_or_else(|| panic!("no problem for {file}: {problems:?}"))
+            .clone()
+    };
+    let unknown_key = find(&format!("{}.toml", tenant.slug));
+    assert_eq!(unknown_key["key"], "rate_limits.requests_per_hour");
+    assert!(
+        unknown_key["reason"]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_hour"),
+        "{unknown_key}"
+    );
+    assert_eq!(find("broken.toml")["key"], "(syntax)");
+    let chain = find("chainy.toml");
+    assert_eq!(chain["key"], "failover_chain", "{chain}");
+    assert!(
+        chain["reason"].as_str().unwrap().contains("nope"),
+        "{chain}"
+    );
+    let budget = admin_get(&app, &format!("/v1/admin/tenants/{}/budget", tenant.id)).await;
+    assert_eq!(
+        budget["budget_micro_usd"], 250_000,
+        "a bad reload changed a policy: {budget}"
+    );
+
+    // The change made by a good reload was audited.
+    let audit = admin_get(&app, &format!("/v1/admin/audit?tenant={}", tenant.id)).await;
+    assert!(audit.to_string().contains("policy"), "{audit}");
+
+    // A bad file stops the start, naming it.
+    let settings_dir = dir_value.clone();
+    let start = tokio::spawn(async move {
+        ragvault_testkit::spawn_app_with(&[("policies.dir", settings_dir.as_str())]).await;
+    });
+    let err = start
+        .await
+        .expect_err("the start should fail on bad policy files");
+    let panic = err.into_panic();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        message.contains("broken.toml") && message.contains("(syntax)"),
+        "{message}"
+    );
+}

@@ -37,7 +37,17 @@ pub struct Settings {
     #[serde(default)]
     pub budget: BudgetSettings,
     #[serde(default)]
+    pub policies: PolicySettings,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// A directory of `<tenant-slug>.toml` policy files, applied at start and on SIGHUP.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -9,6 +9,7 @@ mod db_login;
 mod error;
 mod extract;
 mod middleware;
+pub mod policy_files;
 mod retrieval;
 mod routes;
 mod state;
@@ -352,6 +353,18 @@ impl Application {
             pipeline,
             db_login,
         };
+        // Policy files: a bad one stops the start (as bad configuration does), naming file, key and reason.
+        if state.settings.policies.dir.is_some() {
+            let ctx = ragvault_gateway::RequestContext::new("system:policy_files", None);
+            let report = policy_files::reload(&state, &ctx).await.map_err(|e| {
+                ServerError::Config(ConfigError::Invalid(vec![format!("policies.dir: {e}")]))
+            })?;
+            if !report.unknown_tenants.is_empty() {
+                tracing::warn!(slugs = ?report.unknown_tenants, "policy files for tenants that do not exist");
+            }
+            #[cfg(unix)]
+            background.push(tokio::spawn(policy_files::reload_on_sighup(state.clone())));
+        }
         Ok(Application {
             listener,
             router: app(state.clone()),

@@ -113,7 +113,7 @@ pub struct TenantPolicyRequest {
 }
 
 impl TenantPolicyRequest {
-    fn validate(&self, state: &AppState) -> Result<(), ApiError> {
+    pub(crate) fn validate(&self, state: &AppState) -> Result<(), ApiError> {
         let budget_problem = match (self.budget_micro_usd, self.budget_soft_micro_usd) {
             (None, Some(_)) => Some("policy.budget_soft_micro_usd: needs budget_micro_usd"),
             (Some(hard), Some(soft)) if soft > hard => {
@@ -532,4 +532,27 @@ pub async fn lift_suspension(
         return Err(ApiError::not_found("active suspension"));
     }
     Ok(Json(json!({ "lifted": suspension_id })))
+}
+
+/// Re-reads `policies.dir` (as SIGHUP does): `{applied, unchanged, unknown_tenants}`, or 422
+/// `invalid_policy_file` naming every bad file, key and reason (and nothing applied).
+pub async fn reload_policies(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    operator(&caller)?;
+    match crate::policy_files::reload(&state, &caller.context()).await {
+        Ok(report) => Ok(Json(json!(report))),
+        Err(crate::policy_files::ReloadError::Invalid(problems)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy_file",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+        .with_extra(json!({ "problems": problems }))),
+        Err(crate::policy_files::ReloadError::Apply(e)) => Err(e),
+    }
 }

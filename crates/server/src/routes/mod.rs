@@ -9,7 +9,7 @@ mod metrics;
 mod search;
 mod tenant;
 
-pub(crate) use admin::content_error;
+pub(crate) use admin::{content_error, TenantPolicyRequest};
 pub use credentials::credential_error;
 
 use crate::middleware;
@@ -102,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/audit", get(admin::list_audit))
         .route("/v1/admin/usage", get(admin::usage))
+        .route("/v1/admin/policies/reload", post(admin::reload_policies))
         .route(
             "/v1/admin/tenants/{tenant_id}/suspensions",
             get(admin::list_suspensions),
