@@ -553,3 +553,69 @@ async fn ask_command_prints_the_answer_and_its_sources() {
         assert!(stderr.contains("answered by local/extractive"), "{stderr}");
     }
 }
+
+/// Policy files are re-read on SIGHUP, without a restart; a bad file keeps the policies in force.
+#[tokio::test]
+async fn sighup_reloads_policy_files() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    let slug = unique_slug("hup");
+    let created = ragvault(&db, data.path())
+        .args(["tenant", "create", &slug])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let tenant_id = fields(&created)["tenant_id"].clone();
+    let operator_key = fields(
+        &ragvault(&db, data.path())
+            .args(["admin-key", "create"])
+            .output()
+            .unwrap(),
+    )["api_key"]
+        .clone();
+    let policy_file = policies.path().join(format!("{slug}.toml"));
+    std::fs::write(&policy_file, "budget_micro_usd = 1000\n").unwrap();
+    // Logs go to a file: an undrained pipe would block the server once full.
+    let log_path = data.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let mut server = ragvault(&db, data.path())
+        .env("RAGVAULT__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RAGVAULT__POLICIES__DIR", policies.path())
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    wait_until_serving(port, &mut server);
+    let path = format!("/v1/admin/tenants/{tenant_id}/budget");
+    let budget = || {
+        json_body(&http(port, "GET", &path, Some(&operator_key), None))["budget_micro_usd"].clone()
+    };
+    assert_eq!(budget(), 1000, "the file was applied at start");
+    let hup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &server.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    std::fs::write(&policy_file, "budget_micro_usd = 2000\n").unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while budget() != 2000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(budget(), 2000, "SIGHUP did not reload the policy file");
+    std::fs::write(&policy_file, "budget_micro_usd = \"lots\"\n").unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(budget(), 2000);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("policy files not reloaded"), "{logs}");
+}
