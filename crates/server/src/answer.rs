@@ -743,6 +743,41 @@ pub struct StreamMeter {
 }
 
 impl StreamMeter {
+    /// Takes what metering needs from the grounding and the started stream; hands back the pseudonymizer
+    /// (for restoring the streamed text) and the stream's items.
+    pub fn start(
+        state: crate::state::AppState,
+        caller: crate::extract::Caller,
+        tenant: TenantId,
+        grounding: Grounding,
+        reservation: ragvault_gateway::Reservation,
+        answer: ragvault_generation::chain::AnswerStream,
+        provider_started: std::time::Instant,
+    ) -> (
+        StreamMeter,
+        Pseudonymizer,
+        futures::stream::BoxStream<
+            'static,
+            Result<ragvault_generation::StreamItem, GenerationError>,
+        >,
+    ) {
+        let meter = StreamMeter {
+            bytes_sent: input_bytes(&grounding.input),
+            state,
+            caller,
+            tenant,
+            generation: grounding.generation,
+            chunks: grounding.chunks,
+            reservation: Some(reservation),
+            key_version: answer.key_version,
+            failovers: answer.failovers,
+            provider_started,
+            provider: answer.provider,
+            model: answer.model,
+        };
+        (meter, grounding.pseudonymizer, answer.items)
+    }
+
     /// Settles and records the call, once. A stream that broke is charged its whole reservation: the
     /// provider may have spent tokens it never got to report.
     pub async fn finish(

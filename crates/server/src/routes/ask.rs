@@ -291,23 +291,20 @@ async fn stream_answer(
     let sources: Vec<Citation> =
         citations(&grounding.chunks, answer.sources_used, &Default::default());
     let times = grounding.times;
+    let sources_used = answer.sources_used;
+    let (meter, pseudonymizer, items) = StreamMeter::start(
+        state,
+        caller,
+        tenant,
+        grounding,
+        reservation,
+        answer,
+        provider_started,
+    );
     let stream = AskStream {
-        meter: StreamMeter {
-            bytes_sent: answer::input_bytes(&grounding.input),
-            state,
-            caller,
-            tenant,
-            generation: grounding.generation,
-            chunks: grounding.chunks,
-            reservation: Some(reservation),
-            key_version: answer.key_version,
-            failovers: answer.failovers,
-            provider_started,
-            provider: answer.provider,
-            model: answer.model,
-        },
-        items: answer.items,
-        text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
+        meter,
+        items,
+        text: AnswerTextStream::new(pseudonymizer, sources_used),
         usage: TokenUsage::default(),
         bytes_received: 0,
         phase: Phase::Citations(sources),

@@ -280,23 +280,20 @@ pub async fn chat_completions(
         json!({"citations": sources, "provider": answer.provider, "model": answer.model}),
     );
     let times = grounding.times;
+    let sources_used = answer.sources_used;
+    let (meter, pseudonymizer, items) = answer::StreamMeter::start(
+        state,
+        caller,
+        tenant,
+        grounding,
+        reservation,
+        answer,
+        provider_started,
+    );
     let stream = ChatStreamState {
-        meter: answer::StreamMeter {
-            bytes_sent: answer::input_bytes(&grounding.input),
-            state,
-            caller,
-            tenant,
-            generation: grounding.generation,
-            chunks: grounding.chunks,
-            reservation: Some(reservation),
-            key_version: answer.key_version,
-            failovers: answer.failovers,
-            provider_started,
-            provider: answer.provider,
-            model: answer.model,
-        },
-        items: answer.items,
-        text: AnswerTextStream::new(grounding.pseudonymizer, answer.sources_used),
+        meter,
+        items,
+        text: AnswerTextStream::new(pseudonymizer, sources_used),
         usage: TokenUsage::default(),
         bytes_received: 0,
         reply,
