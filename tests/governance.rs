@@ -591,12 +591,21 @@ async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
 #[tokio::test]
 async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
     let fake = FakeProvider::start().await;
+    let (webhook_url, webhooks) = webhook_receiver().await;
     let app = app_with_providers(
         &fake,
         &[("openai", "openai")],
-        &[("widget.allowed_origins", "[\"https://shop.example\"]")],
+        &[
+            ("widget.allowed_origins", "[\"https://shop.example\"]"),
+            (
+                "budget.soft_threshold_webhook_url",
+                &format!("\"{webhook_url}\""),
+            ),
+        ],
     )
     .await;
+    let webhook_secret = format!("whsec-{}", "w".repeat(24));
+    app.store_provider_key("budget-webhook", &webhook_secret);
     let tenant = app.create_tenant(&unique_slug("audited")).await;
     ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
     set_policy(
@@ -647,6 +656,73 @@ async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
         !text.contains("prime") && !text.contains("pump"),
         "the audit event holds text: {text}"
     );
+
+    // The crossing was also POSTed to the webhook, once, signed with the `budget-webhook` secret.
+    let mut delivered = Vec::new();
+    for _ in 0..100 {
+        delivered = webhooks.lock().unwrap().clone();
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let (signature, body) = &delivered[0];
+    let event: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(event["event"], "budget.soft_threshold_crossed");
+    assert_eq!(event["tenant_id"], tenant.id.as_str());
+    assert_eq!(event["soft_micro_usd"], 1);
+    let (t, v1) = signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+        .unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, webhook_secret.as_bytes());
+    let mut signed = format!("{t}.").into_bytes();
+    signed.extend_from_slice(body);
+    let expected = hex::encode(ring::hmac::sign(&key, &signed).as_ref());
+    assert_eq!(v1, expected, "the webhook signature does not verify");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("ragvault_budget_webhook_deliveries_total{outcome=\"delivered\"} 1"),
+        "{text}"
+    );
+}
+
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A webhook receiver on loopback recording `(x-ragvault-signature, body)` of each POST.
+async fn webhook_receiver() -> (String, Deliveries) {
+    let deliveries: Deliveries = Default::default();
+    let recorded = deliveries.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let recorded = recorded.clone();
+                async move {
+                    let signature = headers
+                        .get("x-ragvault-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    recorded.lock().unwrap().push((signature, body.to_vec()));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, deliveries)
 }
 
 #[tokio::test]
@@ -1195,5 +1271,377 @@ async fn policy_files_apply_on_reload_and_bad_ones_are_refused_precisely() {
     assert!(
         message.contains("broken.toml") && message.contains("(syntax)"),
         "{message}"
+    );
+}
+
+async fn patch_policy(app: &TestApp, tenant: &TestTenant, policy: Value) -> Reply {
+    call(
+        app,
+        Method::PATCH,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        Some(json!({ "policy": policy })),
+    )
+    .await
+}
+
+/// Allowed providers, models and regions decide which providers see a tenant's text, on every request (a
+/// stored policy is enforced even when it no longer validates); OpenAI is told `store` on every request;
+/// `max_top_k` and `max_document_bytes` bound what a tenant asks for and uploads.
+#[tokio::test]
+async fn policy_allow_lists_data_controls_and_limits_apply_to_every_request() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(
+        &fake,
+        &[("openai", "openai"), ("euai", "openai_compatible")],
+        &[
+            ("providers.openai.region", "\"us\""),
+            ("providers.euai.region", "\"eu\""),
+            ("generation.chain", "[\"openai\", \"euai\"]"),
+        ],
+    )
+    .await;
+    let tenant = app.create_tenant(&unique_slug("allow")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+
+    // Refused when set, naming the key and the reason.
+    for (policy, code, needle) in [
+        (
+            json!({"failover_chain": ["openai"], "allowed_regions": ["eu"]}),
+            "invalid_policy",
+            "policy.failover_chain: `openai` is in region `us`",
+        ),
+        (
+            json!({"allowed_providers": ["nope"]}),
+            "unknown_provider",
+            "policy.allowed_providers",
+        ),
+        (
+            json!({"allowed_models": ["gpt-x"]}),
+            "invalid_policy",
+            "allows no provider of the default chain",
+        ),
+        (
+            json!({"allowed_regions": []}),
+            "invalid_policy",
+            "policy.allowed_regions",
+        ),
+        (
+            json!({"max_top_k": 0}),
+            "invalid_policy",
+            "policy.max_top_k",
+        ),
+        (
+            json!({"max_top_k": 10_000}),
+            "invalid_policy",
+            "policy.max_top_k",
+        ),
+        (
+            json!({"max_document_bytes": 1u64 << 40}),
+            "invalid_policy",
+            "policy.max_document_bytes",
+        ),
+        (
+            json!({"retention_days": 0}),
+            "invalid_policy",
+            "policy.retention_days",
+        ),
+        (
+            json!({"data_controls": {"retain": true}}),
+            "invalid_request",
+            "policy.data_controls.retain",
+        ),
+    ] {
+        let r = patch_policy(&app, &tenant, policy.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{policy}: {}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["code"], code, "{policy}: {}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{policy}: {}",
+            r.body
+        );
+    }
+
+    // Regions: the default chain's US provider is skipped, the EU one answers.
+    set_policy(&app, &tenant, json!({"allowed_regions": ["eu"]})).await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["usage"]["provider"], "euai", "{}", r.body);
+    let bodies = fake.chat_bodies();
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(bodies[0]["model"], "euai-model");
+    // `store` is OpenAI's own field: an OpenAI-compatible server is not sent it.
+    assert!(bodies[0].get("store").is_none(), "{}", bodies[0]);
+
+    // Models: only the OpenAI model; OpenAI hears `store: false` unless the policy opts in.
+    set_policy(&app, &tenant, json!({"allowed_models": ["openai-model"]})).await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.body["usage"]["provider"], "openai", "{}", r.body);
+    assert_eq!(fake.chat_bodies()[1]["store"], false);
+    set_policy(
+        &app,
+        &tenant,
+        json!({"allowed_providers": ["openai"], "data_controls": {"store": true}}),
+    )
+    .await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.body["usage"]["provider"], "openai", "{}", r.body);
+    assert_eq!(fake.chat_bodies()[2]["store"], true);
+
+    // A stored policy that allows nothing (written around the API): refused before any provider call.
+    // (Written before anything reads the tenant's policy: the service caches a resolved policy for 5 s.)
+    let locked = app.create_tenant(&unique_slug("locked")).await;
+    sqlx::query("UPDATE tenants SET policy = $2 WHERE id = $1::uuid")
+        .bind(&locked.id)
+        .bind(json!({"allowed_regions": ["ap"]}))
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    ingest_text(&app, &locked.api_key, "pump.md", MANUAL, &[]).await;
+    let calls = fake.requests();
+    let r = ask(&app, &locked.api_key, 64).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "provider_not_allowed");
+    assert_eq!(
+        fake.requests(),
+        calls,
+        "a provider outside the policy was called"
+    );
+
+    // max_top_k bounds requests and caps the default.
+    set_policy(&app, &tenant, json!({"max_top_k": 2})).await;
+    for _ in 0..2 {
+        ingest_text(&app, &tenant.api_key, "more.md", MANUAL, &[]).await;
+    }
+    let search = |body: Value| {
+        call(
+            &app,
+            Method::POST,
+            "/v1/search",
+            Some(&tenant.api_key),
+            Some(body),
+        )
+    };
+    let r = search(json!({"query": "prime the pump", "top_k": 3})).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid_top_k");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("between 1 and 2"));
+    let r = search(json!({"query": "prime the pump"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["results"].as_array().unwrap().len(), 2, "{}", r.body);
+
+    // max_document_bytes: refused at upload, nothing queued.
+    set_policy(&app, &tenant, json!({"max_document_bytes": 64})).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "big.md", "content": MANUAL})),
+    )
+    .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "document_too_large");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "small.md", "content": "Reset: hold the button."})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+}
+
+/// `retention_days`: older documents are deleted by the sweeper (chunks, index points and all), audited as
+/// `document.expired`; younger ones stay.
+#[tokio::test]
+async fn documents_past_the_retention_period_are_deleted_and_audited() {
+    let app = spawn_app_with(&[("retention.sweep_interval_secs", "1")]).await;
+    let tenant = app.create_tenant(&unique_slug("retain")).await;
+    let old = ingest_text(&app, &tenant.api_key, "old.md", MANUAL, &[]).await;
+    let young = ingest_text(&app, &tenant.api_key, "young.md", MANUAL, &[]).await;
+    sqlx::query("UPDATE documents SET created_at = now() - interval '3 days' WHERE id = $1::uuid")
+        .bind(&old)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    set_policy(&app, &tenant, json!({"retention_days": 2})).await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let r = call(
+            &app,
+            Method::GET,
+            &format!("/v1/documents/{old}"),
+            Some(&tenant.api_key),
+            None,
+        )
+        .await;
+        if r.status == StatusCode::NOT_FOUND {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the expired document is still there");
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v1/documents/{young}"),
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(&tenant.api_key),
+        Some(json!({"query": "prime the pump", "mode": "vector"})),
+    )
+    .await;
+    let names: Vec<&str> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| *n == "young.md"),
+        "{names:?}"
+    );
+    let chunks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM chunks WHERE document_id = $1::uuid")
+            .bind(&old)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(chunks, 0);
+    let audit = admin_get(&app, &format!("/v1/admin/audit?tenant={}", tenant.id)).await;
+    let expired: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "document.expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "{audit}");
+    assert_eq!(expired[0]["target"], format!("document:{old}"));
+    assert_eq!(expired[0]["actor"], "system:retention");
+}
+
+/// A remote embedder's requests are metered (one `embedding` usage row per request, for the uploader or the
+/// asker) and budgeted: a tenant whose budget cannot cover the embedding is refused before the request.
+#[tokio::test]
+async fn remote_embeddings_are_metered_and_stop_at_the_budget() {
+    let fake = FakeProvider::start().await;
+    let dimension = ragvault_testkit::FAKE_EMBEDDING_DIMENSION.to_string();
+    let app = app_with_providers(
+        &fake,
+        &[],
+        &[
+            (
+                "providers.fakeai.base_url",
+                &format!("\"{}\"", fake.base_url),
+            ),
+            ("embedding.provider", "\"fakeai\""),
+            ("embedding.model", "\"fake-embed-1\""),
+            ("embedding.dimension", dimension.as_str()),
+            ("budget.slice_micro_usd", "5"),
+        ],
+    )
+    .await;
+    let key = format!("fk-{}", "meter".repeat(4));
+    fake.accept(&key);
+    app.set_provider_key("fakeai", &key).await;
+    let tenant = app.create_tenant(&unique_slug("embmeter")).await;
+    ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(&tenant.api_key),
+        Some(json!({"query": "prime the pump", "mode": "vector"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let search_request = r.headers["x-request-id"].to_str().unwrap().to_owned();
+
+    type Row = (
+        String,
+        Option<String>,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT principal, request_id, model, input_tokens, cost_micro_usd, key_version, outcome
+         FROM usage_events WHERE tenant_id = $1::uuid AND kind = 'embedding' ORDER BY id",
+    )
+    .bind(&tenant.id)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (principal, job, model, tokens, cost, version, outcome) = &rows[0];
+    assert!(principal.starts_with("api_key:"), "{principal}");
+    assert!(job.as_deref().unwrap().starts_with("job:"), "{job:?}");
+    assert_eq!(model, "fake-embed-1");
+    assert!(*tokens > 0 && cost == tokens, "{rows:?}");
+    assert!(version.is_some() && outcome == "ok");
+    // "prime the pump": three tokens as the fake provider counts them, at 1 micro-USD each.
+    assert_eq!(rows[1].1.as_deref(), Some(search_request.as_str()));
+    assert_eq!((rows[1].3, rows[1].4), (3, 3));
+    let report = admin_get(
+        &app,
+        &format!("/v1/admin/usage?tenant={}&group_by=model", tenant.id),
+    )
+    .await;
+    assert_eq!(report["rows"][0]["model"], "fake-embed-1", "{report}");
+    assert_eq!(report["rows"][0]["requests"], 2, "{report}");
+
+    // A budget already spent: the query is refused before the provider sees it, and so is a document.
+    set_policy(&app, &tenant, json!({"budget_micro_usd": 1})).await;
+    let calls = fake.requests();
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        Some(&tenant.api_key),
+        Some(json!({"query": "prime the pump", "mode": "vector"})),
+    )
+    .await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "budget_exceeded");
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "late.md", "content": MANUAL})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = ragvault_testkit::http::wait_for_job(
+        &app,
+        &tenant.api_key,
+        r.body["job_id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "budget_exceeded", "{job}");
+    assert_eq!(
+        fake.requests(),
+        calls,
+        "the embedding provider was called past the budget"
     );
 }

@@ -67,6 +67,14 @@ impl Lease {
         self.fetched.elapsed()
     }
 
+    /// HMAC-SHA256 of `message` under the leased secret, hex: for signing outgoing webhooks with a secret
+    /// the receiver shares, without the secret leaving this crate.
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        let key =
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.key.expose_secret().as_bytes());
+        hex::encode(ring::hmac::sign(&key, message).as_ref())
+    }
+
     fn is_usable(&self, now: Instant) -> bool {
         now < self.hard_expiry
     }

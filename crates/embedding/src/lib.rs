@@ -40,6 +40,29 @@ pub enum EmbeddingError {
     Model(String),
 }
 
+/// One request to a remote embedding provider, for metering: never the key, never the texts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddingCall {
+    pub provider: String,
+    pub model: String,
+    /// Version of the leased key that made the request.
+    pub key_version: Option<u64>,
+    /// As the provider reported them (OpenAI `usage.prompt_tokens`); estimated at one per four bytes for
+    /// providers that report none (Gemini).
+    pub input_tokens: u64,
+    pub latency_ms: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub ok: bool,
+}
+
+/// What [`Embedder::embed_batch_metered`] returns: the vectors (or why not) and every request made.
+#[derive(Debug)]
+pub struct MeteredBatch {
+    pub vectors: Result<Vec<Vec<f32>>, EmbeddingError>,
+    pub calls: Vec<EmbeddingCall>,
+}
+
 /// A model that maps texts to fixed-length vectors.
 #[async_trait]
 pub trait Embedder: Send + Sync {
@@ -59,6 +82,20 @@ pub trait Embedder: Send + Sync {
 
     /// Embeds a batch; the result has one vector per input, in order.
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError>;
+
+    /// `(provider, model)` a remote embedder's requests are billed under; none for a model in the process.
+    fn billing(&self) -> Option<(&str, &str)> {
+        None
+    }
+
+    /// [`Embedder::embed_batch`], reporting every provider request it made (retries included) so each can
+    /// be metered. Models in the process make none.
+    async fn embed_batch_metered(&self, texts: &[String]) -> MeteredBatch {
+        MeteredBatch {
+            vectors: self.embed_batch(texts).await,
+            calls: Vec::new(),
+        }
+    }
 }
 
 /// Checks that a model's output has the declared shape before anything is stored.

@@ -6,7 +6,7 @@
 //! one retry (`LeaseManager::call_with_lease`); 429 and 5xx are retried with exponential backoff (honouring
 //! `retry-after`), since an embedding request has no side effects.
 
-use crate::{check_output, Embedder, EmbeddingError};
+use crate::{check_output, Embedder, EmbeddingCall, EmbeddingError, MeteredBatch};
 use async_trait::async_trait;
 use ragvault_credentials::{LeaseManager, LeasedCallError, ProviderCallError, ProviderKeyRef};
 use serde_json::{json, Value};
@@ -55,6 +55,17 @@ struct AttemptError {
     retryable: bool,
     retry_after: Option<Duration>,
     message: String,
+    key_version: u64,
+    bytes_received: u64,
+}
+
+/// One answered attempt.
+struct Attempted {
+    vectors: Vec<Vec<f32>>,
+    /// What the provider reported, if it did.
+    input_tokens: Option<u64>,
+    key_version: u64,
+    bytes_received: u64,
 }
 
 impl RemoteEmbedder {
@@ -79,7 +90,8 @@ impl RemoteEmbedder {
     async fn attempt(
         &self,
         texts: &[String],
-    ) -> Result<Vec<Vec<f32>>, LeasedCallError<AttemptError>> {
+        bytes_sent: &mut u64,
+    ) -> Result<Attempted, LeasedCallError<AttemptError>> {
         let base = self.config.base_url.trim_end_matches('/');
         let api = self.config.api;
         let (url, body) = match api {
@@ -95,8 +107,10 @@ impl RemoteEmbedder {
                 })).collect::<Vec<_>>() }),
             ),
         };
+        *bytes_sent = serde_json::to_vec(&body).map_or(0, |b| b.len() as u64);
         self.leases
             .call_with_lease(&self.key_ref, |lease| {
+                let key_version = lease.version;
                 let request = lease.with_key(|key| match api {
                     RemoteApi::Openai => self.client.post(&url).bearer_auth(key).json(&body),
                     RemoteApi::Gemini => self
@@ -112,6 +126,8 @@ impl RemoteEmbedder {
                             retry_after: None,
                             // reqwest errors name the URL, never headers.
                             message: format!("request failed: {}", e.without_url()),
+                            key_version,
+                            bytes_received: 0,
                         })
                     })?;
                     let status = response.status();
@@ -123,6 +139,7 @@ impl RemoteEmbedder {
                         .map(Duration::from_secs);
                     // Gemini answers a bad key with 400 API_KEY_INVALID rather than 401.
                     let text = response.text().await.unwrap_or_default();
+                    let bytes_received = text.len() as u64;
                     let key_refused = status.as_u16() == 401
                         || status.as_u16() == 403
                         || (status.as_u16() == 400 && text.contains("API_KEY_INVALID"));
@@ -131,6 +148,8 @@ impl RemoteEmbedder {
                             retryable: false,
                             retry_after: None,
                             message: format!("provider refused the key ({status})"),
+                            key_version,
+                            bytes_received,
                         }));
                     }
                     if !status.is_success() {
@@ -138,6 +157,8 @@ impl RemoteEmbedder {
                             retryable: status.as_u16() == 429 || status.is_server_error(),
                             retry_after,
                             message: format!("provider answered {status}"),
+                            key_version,
+                            bytes_received,
                         }));
                     }
                     let body: Value = serde_json::from_str(&text).map_err(|e| {
@@ -145,9 +166,11 @@ impl RemoteEmbedder {
                             retryable: false,
                             retry_after: None,
                             message: format!("unreadable response: {e}"),
+                            key_version,
+                            bytes_received,
                         })
                     })?;
-                    match api {
+                    let vectors = match api {
                         RemoteApi::Openai => parse_openai_embeddings(&body),
                         RemoteApi::Gemini => parse_gemini_embeddings(&body),
                     }
@@ -156,7 +179,15 @@ impl RemoteEmbedder {
                             retryable: false,
                             retry_after: None,
                             message,
+                            key_version,
+                            bytes_received,
                         })
+                    })?;
+                    Ok(Attempted {
+                        vectors,
+                        input_tokens: body["usage"]["prompt_tokens"].as_u64(),
+                        key_version,
+                        bytes_received,
                     })
                 }
             })
@@ -218,6 +249,26 @@ impl Embedder for RemoteEmbedder {
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbeddingError> {
+        self.embed_batch_metered(texts).await.vectors
+    }
+
+    fn billing(&self) -> Option<(&str, &str)> {
+        Some((&self.config.provider, &self.config.model))
+    }
+
+    async fn embed_batch_metered(&self, texts: &[String]) -> MeteredBatch {
+        let mut calls = Vec::new();
+        let vectors = self.embed_with_retries(texts, &mut calls).await;
+        MeteredBatch { vectors, calls }
+    }
+}
+
+impl RemoteEmbedder {
+    async fn embed_with_retries(
+        &self,
+        texts: &[String],
+        calls: &mut Vec<EmbeddingCall>,
+    ) -> Result<Vec<Vec<f32>>, EmbeddingError> {
         if texts.len() > self.config.max_batch {
             return Err(EmbeddingError::BatchTooLarge {
                 got: texts.len(),
@@ -227,11 +278,35 @@ impl Embedder for RemoteEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        // Gemini reports no token counts: about four bytes per token, rounded up.
+        let estimated_tokens = texts
+            .iter()
+            .map(|t| t.len().div_ceil(4) as u64)
+            .sum::<u64>();
         let mut delay = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
-            match self.attempt(texts).await {
-                Ok(mut vectors) => {
+            let started = std::time::Instant::now();
+            let mut bytes_sent = 0;
+            let outcome = self.attempt(texts, &mut bytes_sent).await;
+            let mut call = EmbeddingCall {
+                provider: self.config.provider.clone(),
+                model: self.config.model.clone(),
+                key_version: None,
+                input_tokens: 0,
+                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                bytes_sent,
+                bytes_received: 0,
+                ok: false,
+            };
+            match outcome {
+                Ok(attempted) => {
+                    call.key_version = Some(attempted.key_version);
+                    call.bytes_received = attempted.bytes_received;
+                    call.input_tokens = attempted.input_tokens.unwrap_or(estimated_tokens);
+                    call.ok = true;
+                    calls.push(call);
+                    let mut vectors = attempted.vectors;
                     check_output(self, texts.len(), &vectors)?;
                     // Providers normalise differently; the index expects unit vectors either way.
                     for v in &mut vectors {
@@ -248,19 +323,23 @@ impl Embedder for RemoteEmbedder {
                         self.config.provider
                     )))
                 }
-                Err(LeasedCallError::Provider(e))
-                    if e.retryable && attempt < self.config.attempts =>
-                {
-                    tokio::time::sleep(e.retry_after.unwrap_or(delay).min(Duration::from_secs(30)))
-                        .await;
-                    delay *= 2;
-                    attempt += 1;
-                }
                 Err(LeasedCallError::Provider(e)) => {
+                    call.key_version = Some(e.key_version);
+                    call.bytes_received = e.bytes_received;
+                    calls.push(call);
+                    if e.retryable && attempt < self.config.attempts {
+                        tokio::time::sleep(
+                            e.retry_after.unwrap_or(delay).min(Duration::from_secs(30)),
+                        )
+                        .await;
+                        delay *= 2;
+                        attempt += 1;
+                        continue;
+                    }
                     return Err(EmbeddingError::Model(format!(
                         "{} embeddings: {} (after {attempt} attempt(s))",
                         self.config.provider, e.message
-                    )))
+                    )));
                 }
             }
         }

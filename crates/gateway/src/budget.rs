@@ -36,6 +36,16 @@ struct Slice {
     soft_reported: Option<Date>,
 }
 
+/// A tenant's spend passed its soft threshold (reported once per month, by the replica that marked it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SoftThresholdCrossing {
+    pub tenant_id: TenantId,
+    /// First day of the month (UTC).
+    pub month: String,
+    pub spent_micro_usd: i64,
+    pub soft_micro_usd: u64,
+}
+
 /// Budget slices of this replica.
 pub struct BudgetGuard {
     store: Store,
@@ -43,6 +53,7 @@ pub struct BudgetGuard {
     slice_micro_usd: u64,
     slices: Mutex<HashMap<TenantId, Slice>>,
     soft_crossings: std::sync::atomic::AtomicU64,
+    crossing_listener: Mutex<Option<tokio::sync::mpsc::UnboundedSender<SoftThresholdCrossing>>>,
 }
 
 /// Budget held for one provider call. Dropped without [`Reservation::settle`] (the call failed before it
@@ -103,7 +114,20 @@ impl BudgetGuard {
             slice_micro_usd: slice_micro_usd.max(1),
             slices: Mutex::new(HashMap::new()),
             soft_crossings: std::sync::atomic::AtomicU64::new(0),
+            crossing_listener: Mutex::new(None),
         }
+    }
+
+    /// Every soft threshold crossing from now on (for the webhook sender).
+    pub fn listen_for_crossings(
+        &self,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<SoftThresholdCrossing> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        *self
+            .crossing_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        receiver
     }
 
     fn slices(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Slice>> {
@@ -252,6 +276,19 @@ impl BudgetGuard {
             self.soft_crossings
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(tenant = %tenant, spent_micro_usd, soft_micro_usd = soft, "tenant passed its soft budget threshold");
+            let listener = self
+                .crossing_listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(listener) = listener {
+                let _ = listener.send(SoftThresholdCrossing {
+                    tenant_id: tenant,
+                    month: month.to_string(),
+                    spent_micro_usd,
+                    soft_micro_usd: soft,
+                });
+            }
         }
         Ok(())
     }

@@ -16,7 +16,9 @@ pub use access::{
     IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
 };
 pub use anomaly::{principal_scope, Anomaly, AnomalyAction, AnomalyDetector, AnomalyPolicy};
-pub use budget::{seconds_until_next_month, BudgetGuard, Reservation, TenantBudget};
+pub use budget::{
+    seconds_until_next_month, BudgetGuard, Reservation, SoftThresholdCrossing, TenantBudget,
+};
 pub use error::GatewayError;
 pub use limits::{RateLimiter, RateLimits};
 pub use metering::Metering;

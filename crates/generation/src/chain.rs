@@ -6,7 +6,9 @@
 
 use crate::breaker::{Admission, CircuitBreaker};
 use crate::prompt::{build_prompt, PromptBudget, SourceText};
-use crate::{ChatMessage, ChatProvider, ChatRequest, GenerationError, StreamItem, TokenUsage};
+use crate::{
+    ChatMessage, ChatProvider, ChatRequest, DataControls, GenerationError, StreamItem, TokenUsage,
+};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ pub struct AnswerInput {
     pub sources: Vec<SourceText>,
     pub max_output_tokens: u32,
     pub temperature: f32,
+    pub data_controls: DataControls,
 }
 
 /// A provider that was tried and did not answer.
@@ -102,6 +105,7 @@ impl ProviderChain {
             temperature: input.temperature,
             question: input.question.clone(),
             sources: input.sources[..sources_used].to_vec(),
+            data_controls: input.data_controls,
         };
         (request, sources_used)
     }

@@ -101,6 +101,19 @@ pub struct ChatRequest {
     pub temperature: f32,
     pub question: String,
     pub sources: Vec<SourceText>,
+    pub data_controls: DataControls,
+}
+
+/// What the tenant's policy tells providers about their handling of a request, on every outgoing call.
+/// Only fields a provider's API actually has are sent (Anthropic and Gemini have no per-request retention
+/// switch: their retention is an account setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataControls {
+    /// OpenAI's `store`: whether OpenAI may keep the completion for its dashboard, evals and distillation.
+    /// Sent explicitly on every OpenAI request; `false` unless the policy opts in.
+    #[serde(default)]
+    pub store: bool,
 }
 
 /// Token usage as the provider itself reported it.

@@ -174,6 +174,10 @@ impl HttpProvider {
                     "max_tokens"
                 };
                 body[limit_key] = json!(request.max_output_tokens);
+                if self.settings.api == ProviderApi::Openai {
+                    // Other OpenAI-compatible servers may refuse a field they do not know.
+                    body["store"] = json!(request.data_controls.store);
+                }
                 if stream && self.settings.api != ProviderApi::Mistral {
                     body["stream_options"] = json!({"include_usage": true});
                 }

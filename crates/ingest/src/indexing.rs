@@ -3,7 +3,7 @@
 
 use crate::sealed::{ContentError, SealedContent};
 use ragvault_core::{PointId, TenantId};
-use ragvault_embedding::Embedder;
+use ragvault_embedding::{Embedder, EmbeddingCall};
 use ragvault_search::{IndexPoint, Partition, VectorIndex};
 use ragvault_store::Store;
 use std::collections::HashSet;
@@ -23,12 +23,42 @@ pub struct ReconcileReport {
     pub reembedded: usize,
 }
 
+/// Who an embedding is made for, so a remote model's cost lands on the right tenant and principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddingFor {
+    pub tenant: TenantId,
+    /// `api_key:<id>`, `widget:<token id>`, or `system:<task>` for the service's own work.
+    pub principal: String,
+    pub request_id: Option<String>,
+}
+
+/// Budgets and meters remote embedding requests (the server implements it over its budget guard and usage
+/// writer). Models in the process are never metered.
+#[async_trait::async_trait]
+pub trait EmbeddingMeter: Send + Sync {
+    /// Holds what embedding at most `max_input_tokens` may cost `who.tenant`, before any request is sent;
+    /// [`ContentError::BudgetExceeded`] when the budget cannot cover it.
+    async fn reserve(
+        &self,
+        who: &EmbeddingFor,
+        max_input_tokens: u64,
+    ) -> Result<Box<dyn EmbeddingCharge>, ContentError>;
+}
+
+/// A reservation made by [`EmbeddingMeter::reserve`].
+#[async_trait::async_trait]
+pub trait EmbeddingCharge: Send {
+    /// Settles to what `calls` cost and records one usage row per request, durably, before returning.
+    async fn settle(self: Box<Self>, calls: Vec<EmbeddingCall>) -> Result<(), ContentError>;
+}
+
 #[derive(Clone)]
 pub struct Indexer {
     content: SealedContent,
     store: Store,
     index: Arc<dyn VectorIndex>,
     embedder: Arc<dyn Embedder>,
+    meter: Option<Arc<dyn EmbeddingMeter>>,
 }
 
 impl Indexer {
@@ -43,7 +73,14 @@ impl Indexer {
             store,
             index,
             embedder,
+            meter: None,
         }
+    }
+
+    /// Meters every remote embedding request through `meter`.
+    pub fn with_meter(mut self, meter: Arc<dyn EmbeddingMeter>) -> Indexer {
+        self.meter = Some(meter);
+        self
     }
 
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
@@ -70,19 +107,40 @@ impl Indexer {
 
     /// Embeds texts, batching texts of similar length together (less padding per batch); the vectors come
     /// back in input order.
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ContentError> {
+    pub async fn embed(
+        &self,
+        who: &EmbeddingFor,
+        texts: &[String],
+    ) -> Result<Vec<Vec<f32>>, ContentError> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for batch in order.chunks(self.embedder.max_batch().max(1)) {
             let inputs: Vec<String> = batch.iter().map(|&i| texts[i].clone()).collect();
-            let out = self.embedder.embed_batch(&inputs).await?;
+            let out = self.embed_batch(who, &inputs).await?;
             ragvault_embedding::check_output(self.embedder.as_ref(), inputs.len(), &out)?;
             for (&i, vector) in batch.iter().zip(out) {
                 vectors[i] = vector;
             }
         }
         Ok(vectors)
+    }
+
+    async fn embed_batch(
+        &self,
+        who: &EmbeddingFor,
+        inputs: &[String],
+    ) -> Result<Vec<Vec<f32>>, ContentError> {
+        let meter = match &self.meter {
+            Some(meter) if self.embedder.billing().is_some() => meter,
+            _ => return Ok(self.embedder.embed_batch(inputs).await?),
+        };
+        // Every tokenizer spends at least one byte per token, so the byte count bounds the bill.
+        let max_input_tokens = inputs.iter().map(|t| t.len() as u64).sum();
+        let charge = meter.reserve(who, max_input_tokens).await?;
+        let batch = self.embedder.embed_batch_metered(inputs).await;
+        charge.settle(batch.calls).await?;
+        Ok(batch.vectors?)
     }
 
     pub async fn add_points(
@@ -151,7 +209,12 @@ impl Indexer {
                     .iter()
                     .map(|c| embedding_text(&c.heading_path, &c.text))
                     .collect();
-                let vectors = self.embed(&texts).await?;
+                let who = EmbeddingFor {
+                    tenant,
+                    principal: "system:reconcile".to_owned(),
+                    request_id: None,
+                };
+                let vectors = self.embed(&who, &texts).await?;
                 let made: Vec<(PointId, Vec<f32>)> =
                     chunks.iter().map(|c| c.point_id).zip(vectors).collect();
                 self.content

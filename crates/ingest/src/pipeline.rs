@@ -558,9 +558,14 @@ impl Pipeline {
             .map(|c| embedding_text(&c.heading_path, &c.text))
             .collect();
         let parsed_at = IngestStats::add(&self.stats.parse_nanos, started);
+        let who = crate::indexing::EmbeddingFor {
+            tenant,
+            principal: header.actor.clone(),
+            request_id: Some(format!("job:{}", job.id)),
+        };
         let vectors = self
             .indexer
-            .embed(&texts)
+            .embed(&who, &texts)
             .await
             .map_err(JobFailure::from_content)?;
         let embedded_at = IngestStats::add(&self.stats.embed_nanos, parsed_at);
@@ -650,6 +655,11 @@ impl JobFailure {
             ContentError::Credentials(c) if c.is_integrity_failure() => {
                 JobFailure::permanent("integrity_failure", "the queued upload failed to open")
             }
+            ContentError::BudgetExceeded { .. } => JobFailure::permanent(
+                "budget_exceeded",
+                "the tenant's monthly budget cannot cover embedding this document",
+            ),
+            ContentError::Metering(_) => JobFailure::Transient(e.to_string()),
             ContentError::Embedding(cause) => {
                 // The cause names the provider and status, never a key or the text.
                 tracing::warn!(error = %cause, "embedding failed");

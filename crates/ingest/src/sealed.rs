@@ -26,6 +26,12 @@ pub enum ContentError {
     Index(#[from] ragvault_search::SearchError),
     #[error("embedding: {0}")]
     Embedding(#[from] ragvault_embedding::EmbeddingError),
+    /// The tenant's budget cannot cover a remote embedding request: it was not sent.
+    #[error("the tenant's monthly budget is spent")]
+    BudgetExceeded { retry_after_secs: u64 },
+    /// A remote embedding request could not be metered (its usage row is not durable).
+    #[error("metering: {0}")]
+    Metering(String),
 }
 
 /// A chunk as produced by the pipeline, before sealing.

@@ -4,6 +4,7 @@
 
 use crate::config::{GenerationSettings, Settings};
 use crate::error::ApiError;
+use crate::policy::{ProviderFacts, TenantPolicy};
 use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
@@ -37,6 +38,9 @@ pub struct TenantGeneration {
     pub limits: ragvault_gateway::RateLimits,
     /// Spike detection and response (policy `anomaly`); default: audit only.
     pub anomaly: ragvault_gateway::AnomalyPolicy,
+    /// The policy these were resolved from, for the keys other parts enforce (`max_top_k`,
+    /// `max_document_bytes`, `data_controls`).
+    pub policy: TenantPolicy,
 }
 
 /// Every configured provider behind its breaker, the default chain, and per-tenant policies.
@@ -52,6 +56,8 @@ pub struct Generator {
     prices: ragvault_gateway::PriceTable,
     /// Monthly budget of sandbox tenants whose policy sets none.
     sandbox_budget: u64,
+    /// Each provider's model and region, for the policies' allow lists.
+    providers: std::collections::BTreeMap<String, crate::config::ProviderSettings>,
 }
 
 impl Generator {
@@ -120,7 +126,9 @@ impl Generator {
                 budget: None,
                 limits: ragvault_gateway::RateLimits::default(),
                 anomaly: ragvault_gateway::AnomalyPolicy::default(),
+                policy: TenantPolicy::default(),
             }),
+            providers: settings.providers.clone(),
             sandbox_budget: settings.budget.sandbox_monthly_micro_usd,
             settings: generation.clone(),
             custom_pii,
@@ -134,6 +142,7 @@ impl Generator {
             budget: None,
             limits: ragvault_gateway::RateLimits::default(),
             anomaly: ragvault_gateway::AnomalyPolicy::default(),
+            policy: TenantPolicy::default(),
         });
         Ok(generator)
     }
@@ -191,38 +200,32 @@ impl Generator {
             }
         }
         let record = self.store.get_tenant(tenant).await?;
-        let policy = &record.policy;
-        let chain: Option<Vec<String>> = policy
-            .get("failover_chain")
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
-        let categories: Option<Vec<PiiCategory>> = policy
-            .get("pii_categories")
-            .and_then(|v| serde_json::from_value(v.clone()).ok());
-        let budget = tenant_budget(policy, record.environment, self.sandbox_budget);
-        let limits: ragvault_gateway::RateLimits = policy
-            .get("rate_limits")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        let anomaly: ragvault_gateway::AnomalyPolicy = policy
-            .get("anomaly")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        let resolved = if chain.is_none()
-            && categories.is_none()
-            && budget.is_none()
-            && limits.is_unlimited()
-            && anomaly == ragvault_gateway::AnomalyPolicy::default()
-        {
+        let policy = TenantPolicy::from_stored(&record.policy)?;
+        let budget = tenant_budget(&policy, record.environment, self.sandbox_budget);
+        let sandbox = record.environment == ragvault_core::Environment::Sandbox;
+        let resolved = if policy == TenantPolicy::default() && !sandbox {
             self.default.clone()
         } else {
-            let sandbox = record.environment == ragvault_core::Environment::Sandbox;
-            let names = match (chain, sandbox) {
-                (Some(names), _) => Some(names),
-                (None, true) => Some(self.settings.chain.clone()),
-                (None, false) => None,
-            };
-            let chain = match names {
-                Some(names) => self.chain(&names, sandbox).map_err(|e| {
+            let names = policy
+                .failover_chain
+                .clone()
+                .unwrap_or_else(|| self.settings.chain.clone());
+            // The allow lists are applied here, on every resolution, not only when the policy was set:
+            // a provider whose configured model or region changed since is skipped all the same.
+            let (allowed, refused): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|name| {
+                    policy
+                        .refusal(&ProviderFacts::of(&self.providers, name))
+                        .is_none()
+                });
+            if allowed.is_empty() {
+                // Left empty, the chain refuses every answer (`ground`); uploads and searches go on.
+                tracing::warn!(tenant = %tenant, refused = ?refused, "the tenant's policy allows no provider of its chain");
+            }
+            let chain = if policy.failover_chain.is_none() && !sandbox && refused.is_empty() {
+                self.default.chain.clone()
+            } else {
+                self.chain(&allowed, sandbox).map_err(|e| {
                     // A provider removed from config after the policy named it.
                     tracing::error!(tenant = %tenant, error = %e, "tenant failover chain names an unknown provider");
                     ApiError::new(
@@ -230,12 +233,11 @@ impl Generator {
                         "provider_unavailable",
                         "the tenant's failover chain names a provider that is not configured",
                     )
-                })?,
-                None => self.default.chain.clone(),
+                })?
             };
-            let pii = match categories {
+            let pii = match &policy.pii_categories {
                 Some(categories) => Arc::new(
-                    self.pii_rules(&categories)
+                    self.pii_rules(categories)
                         .map_err(|e| ApiError::internal(&e))?,
                 ),
                 None => self.default.pii.clone(),
@@ -244,8 +246,9 @@ impl Generator {
                 chain,
                 pii,
                 budget,
-                limits,
-                anomaly,
+                limits: policy.rate_limits.unwrap_or_default(),
+                anomaly: policy.anomaly.unwrap_or_default(),
+                policy,
             })
         };
         self.lock_cache()
@@ -322,13 +325,12 @@ const PROMPT_FRAMING_TOKENS: usize = 256;
 /// The budget a tenant's policy sets (`budget_micro_usd`, optional `budget_soft_micro_usd`); sandbox
 /// tenants without one get the sandbox default.
 fn tenant_budget(
-    policy: &serde_json::Value,
+    policy: &TenantPolicy,
     environment: ragvault_core::Environment,
     sandbox_default: u64,
 ) -> Option<ragvault_gateway::TenantBudget> {
-    let hard = policy.get("budget_micro_usd").and_then(|v| v.as_u64());
-    let soft = policy.get("budget_soft_micro_usd").and_then(|v| v.as_u64());
-    let hard = match (hard, environment) {
+    let soft = policy.budget_soft_micro_usd;
+    let hard = match (policy.budget_micro_usd, environment) {
         (Some(hard), _) => hard,
         (None, ragvault_core::Environment::Sandbox) => sandbox_default,
         (None, _) => return None,
@@ -400,6 +402,20 @@ pub struct Question<'a> {
     /// The principal's access groups (`Principal::access_groups`): restricted documents are never retrieved,
     /// so never cited nor sent to a provider.
     pub groups: Option<&'a [String]>,
+    /// Whom a remote embedding of the question is metered to.
+    pub who: ragvault_ingest::indexing::EmbeddingFor,
+}
+
+/// The caller as metering names it, for embedding requests made on its behalf.
+pub fn embedding_for(
+    caller: &crate::extract::Caller,
+    tenant: TenantId,
+) -> ragvault_ingest::indexing::EmbeddingFor {
+    ragvault_ingest::indexing::EmbeddingFor {
+        tenant,
+        principal: caller.principal.actor(),
+        request_id: Some(caller.request_id.clone()),
+    }
 }
 
 pub async fn ground(
@@ -415,8 +431,16 @@ pub async fn ground(
         max_output_tokens,
         temperature,
         groups,
+        who,
     } = asked;
     let generation = generator.for_tenant(tenant).await?;
+    if generation.chain.providers().next().is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "provider_not_allowed",
+            "the tenant's policy allows none of the providers in its failover chain",
+        ));
+    }
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
     let pseudonymous_question = pseudonymizer.pseudonymize(question);
     // A remote embedder is a provider too: it gets the pseudonymized question.
@@ -436,6 +460,7 @@ pub async fn ground(
                 documents: None,
                 tags: Vec::new(),
                 groups: groups.map(<[String]>::to_vec),
+                who,
             },
         )
         .await
@@ -467,6 +492,7 @@ pub async fn ground(
             sources,
             max_output_tokens,
             temperature,
+            data_controls: generation.policy.data_controls.unwrap_or_default(),
         },
         generation,
         times,
@@ -644,7 +670,7 @@ pub async fn admit(
     state: &crate::state::AppState,
     caller: &crate::extract::Caller,
     tenant: TenantId,
-) -> Result<(), ApiError> {
+) -> Result<Arc<TenantGeneration>, ApiError> {
     let generation = state.generator.for_tenant(tenant).await?;
     let suspends = generation.anomaly.action == ragvault_gateway::AnomalyAction::Suspend;
     let scope = ragvault_gateway::principal_scope(&caller.principal);
@@ -664,7 +690,7 @@ pub async fn admit(
     if respond_to_anomalies(state, caller, &generation.anomaly, spikes).await? {
         return Err(principal_suspended());
     }
-    Ok(())
+    Ok(generation)
 }
 
 fn principal_suspended() -> ApiError {

@@ -39,6 +39,8 @@ pub struct Settings {
     #[serde(default)]
     pub policies: PolicySettings,
     #[serde(default)]
+    pub retention: RetentionSettings,
+    #[serde(default)]
     pub providers: BTreeMap<String, ProviderSettings>,
 }
 
@@ -52,6 +54,21 @@ pub struct PolicySettings {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// How often documents past their tenant's `retention_days` are looked for (and once at start).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            sweep_interval_secs: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BudgetSettings {
     /// Budget a replica leases from Postgres at once and spends in memory (capped at a twentieth of the
     /// tenant's budget). Larger: fewer database round trips; smaller: less held back from other replicas.
@@ -60,6 +77,8 @@ pub struct BudgetSettings {
     pub return_interval_secs: u64,
     /// Monthly budget of sandbox tenants whose policy sets none.
     pub sandbox_monthly_micro_usd: u64,
+    /// Where each soft threshold crossing is POSTed (signed with the `budget-webhook` key); none = no webhook.
+    pub soft_threshold_webhook_url: Option<String>,
 }
 
 impl Default for BudgetSettings {
@@ -68,6 +87,7 @@ impl Default for BudgetSettings {
             slice_micro_usd: 100_000,
             return_interval_secs: 5,
             sandbox_monthly_micro_usd: 5_000_000,
+            soft_threshold_webhook_url: None,
         }
     }
 }
@@ -367,6 +387,10 @@ pub struct ProviderSettings {
     /// The chat model's context window in tokens (sources are trimmed to fit).
     #[serde(default = "default_context_tokens")]
     pub context_tokens: usize,
+    /// Where the provider processes requests (`us`, `eu`, ...: the operator's label, e.g. `eu` for OpenAI's
+    /// European data residency endpoint), matched against tenant policies' `allowed_regions`.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 fn default_context_tokens() -> usize {
@@ -534,6 +558,14 @@ impl Settings {
         }
         if self.http.body_limit_bytes < 1024 {
             problems.push("http.body_limit_bytes: must be at least 1024".to_owned());
+        }
+        if let Some(url) = &self.budget.soft_threshold_webhook_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                problems.push(
+                    "budget.soft_threshold_webhook_url: must be an http:// or https:// URL"
+                        .to_owned(),
+                );
+            }
         }
         if self.http.request_timeout_secs == 0 {
             problems.push("http.request_timeout_secs: must be at least 1".to_owned());

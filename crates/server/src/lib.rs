@@ -6,14 +6,18 @@
 mod answer;
 pub mod config;
 mod db_login;
+mod embedding_meter;
 mod error;
 mod extract;
 mod middleware;
+mod policy;
 pub mod policy_files;
+mod retention;
 mod retrieval;
 mod routes;
 mod state;
 pub mod telemetry;
+mod webhook;
 
 pub use config::{ConfigError, Settings};
 pub use routes::app;
@@ -220,14 +224,31 @@ impl Application {
             settings.lease_settings(),
             Some(Arc::new(AuditEvents(events_tx))),
         ));
+        let generator = Arc::new(answer::Generator::new(&settings, &leases, store.clone())?);
+        let budgets = Arc::new(ragvault_gateway::BudgetGuard::new(
+            store.clone(),
+            settings.budget.slice_micro_usd,
+        ));
+        let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
         let embedder = open_embedder(&settings, &leases)?;
+        let billing = embedder
+            .billing()
+            .map(|(provider, model)| (provider.to_owned(), model.to_owned()));
         let index = open_index(&settings)?;
-        let indexer = ragvault_ingest::indexing::Indexer::new(
+        let mut indexer = ragvault_ingest::indexing::Indexer::new(
             content.clone(),
             store.clone(),
             index.clone(),
             embedder,
         );
+        if let Some(billing) = billing {
+            indexer = indexer.with_meter(Arc::new(embedding_meter::BudgetedEmbeddingMeter {
+                generator: generator.clone(),
+                budgets: budgets.clone(),
+                metering: metering.clone(),
+                billing,
+            }));
+        }
         let transcriber = match &settings.ingest.transcription_provider {
             Some(provider) => Some(Arc::new(
                 ragvault_ingest::transcribe::Transcriber::new(
@@ -327,16 +348,20 @@ impl Application {
             settings: settings.search.clone(),
             ef_search: settings.index.ef_search,
         };
-        let generator = Arc::new(answer::Generator::new(&settings, &leases, store.clone())?);
-        let budgets = Arc::new(ragvault_gateway::BudgetGuard::new(
-            store.clone(),
-            settings.budget.slice_micro_usd,
-        ));
         background.push(tokio::spawn(budgets.clone().run_returns(
             std::time::Duration::from_secs(settings.budget.return_interval_secs.max(1)),
         )));
-        let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
+        let webhook_stats = Arc::new(webhook::WebhookStats::default());
+        if let Some(url) = settings.budget.soft_threshold_webhook_url.clone() {
+            background.push(tokio::spawn(webhook::deliver_crossings(
+                url,
+                leases.clone(),
+                budgets.listen_for_crossings(),
+                webhook_stats.clone(),
+            )));
+        }
         let state = AppState {
+            webhook_stats,
             limiter: Arc::new(ragvault_gateway::RateLimiter::new()),
             anomalies: Arc::new(ragvault_gateway::AnomalyDetector::new()),
             budgets,
@@ -365,6 +390,10 @@ impl Application {
             #[cfg(unix)]
             background.push(tokio::spawn(policy_files::reload_on_sighup(state.clone())));
         }
+        background.push(tokio::spawn(retention::sweep_periodically(
+            state.clone(),
+            std::time::Duration::from_secs(state.settings.retention.sweep_interval_secs.max(1)),
+        )));
         Ok(Application {
             listener,
             router: app(state.clone()),

@@ -3,7 +3,7 @@
 //! first, and a single bad file applies nothing, with an error naming the file, the key and the reason. A
 //! changed policy is written like an admin API change (audited); files for unknown tenants are reported.
 
-use crate::routes::TenantPolicyRequest;
+use crate::policy::TenantPolicy;
 use crate::state::AppState;
 use ragvault_gateway::RequestContext;
 use serde::Serialize;
@@ -36,7 +36,7 @@ pub struct ReloadReport {
 fn read_dir(
     state: &AppState,
     dir: &Path,
-) -> Result<Vec<(String, TenantPolicyRequest)>, Vec<PolicyFileProblem>> {
+) -> Result<Vec<(String, TenantPolicy)>, Vec<PolicyFileProblem>> {
     let mut problems = Vec::new();
     let mut policies = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -84,9 +84,9 @@ fn read_dir(
                 continue;
             }
         };
-        let parsed: Result<TenantPolicyRequest, _> = serde_path_to_error::deserialize(value);
+        let parsed: Result<TenantPolicy, _> = serde_path_to_error::deserialize(value);
         match parsed {
-            Ok(policy) => match policy.validate(state) {
+            Ok(policy) => match policy.validate(&state.settings) {
                 Ok(()) => policies.push((slug, policy)),
                 Err(e) => {
                     let (key, reason) = e

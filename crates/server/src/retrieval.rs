@@ -25,6 +25,8 @@ pub struct RetrievalQuery {
     /// The principal's access groups; `None` = the whole tenant. With `Some`, documents restricted to other
     /// groups are excluded inside the search.
     pub groups: Option<Vec<String>>,
+    /// Whom the query embedding is metered to.
+    pub who: ragvault_ingest::indexing::EmbeddingFor,
 }
 
 /// A retrieved chunk, opened.
@@ -107,7 +109,7 @@ impl Retriever {
             let embed_started = std::time::Instant::now();
             let vector = self
                 .indexer
-                .embed(std::slice::from_ref(&query.text))
+                .embed(&query.who, std::slice::from_ref(&query.text))
                 .await?
                 .pop()
                 .unwrap_or_default();

@@ -28,6 +28,8 @@ pub struct AppState {
     pub limiter: Arc<ragvault_gateway::RateLimiter>,
     /// Usage rows and per-request audit events, group-committed.
     pub metering: ragvault_gateway::Metering,
+    /// Soft budget threshold webhook deliveries.
+    pub webhook_stats: Arc<crate::webhook::WebhookStats>,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

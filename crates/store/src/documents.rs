@@ -335,6 +335,25 @@ impl Store {
         rows.iter().map(document_from_row).collect()
     }
 
+    /// Active documents of `tenant` created before `cutoff`, oldest first, at most `limit` (retention).
+    pub async fn documents_created_before(
+        &self,
+        tenant: TenantId,
+        cutoff: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<DocumentId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM documents WHERE tenant_id = $1 AND status = 'active' AND created_at < $2
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(tenant.0)
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(DocumentId).collect())
+    }
+
     pub async fn get_document(
         &self,
         tenant: TenantId,

@@ -3,6 +3,7 @@
 use super::keys::{issued_key_body, IssueKeyRequest};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::policy::TenantPolicy;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -82,74 +83,7 @@ pub struct UpdateTenantRequest {
     #[serde(default)]
     status: Option<TenantStatus>,
     #[serde(default)]
-    policy: Option<TenantPolicyRequest>,
-}
-
-/// The policy keys this build enforces; unknown keys are refused rather than silently ignored.
-#[derive(Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantPolicyRequest {
-    /// What ingest does with a document containing a credential: `reject` (default) or `redact`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    secret_policy: Option<ragvault_ingest::secrets::SecretPolicy>,
-    /// Providers `/v1/ask` tries in order (`local` and configured `[providers.NAME]` entries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    failover_chain: Option<Vec<String>>,
-    /// PII categories pseudonymized before text leaves for a provider (default: all).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pii_categories: Option<Vec<ragvault_generation::PiiCategory>>,
-    /// Monthly budget (UTC calendar month) in micro-USD: no provider call whose worst case would pass it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    budget_micro_usd: Option<u64>,
-    /// Spend past this raises an audit event and a metric, once a month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    budget_soft_micro_usd: Option<u64>,
-    /// Requests and provider tokens per minute, per tenant and per principal (per replica; 0 = unlimited).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    rate_limits: Option<ragvault_gateway::RateLimits>,
-    /// Spike detection thresholds and response (`audit` or `suspend`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    anomaly: Option<ragvault_gateway::AnomalyPolicy>,
-}
-
-impl TenantPolicyRequest {
-    pub(crate) fn validate(&self, state: &AppState) -> Result<(), ApiError> {
-        let budget_problem = match (self.budget_micro_usd, self.budget_soft_micro_usd) {
-            (None, Some(_)) => Some("policy.budget_soft_micro_usd: needs budget_micro_usd"),
-            (Some(hard), Some(soft)) if soft > hard => {
-                Some("policy.budget_soft_micro_usd: must not exceed budget_micro_usd")
-            }
-            (Some(hard), _) if hard > i64::MAX as u64 => Some("policy.budget_micro_usd: too large"),
-            _ => None,
-        };
-        if let Some(problem) = budget_problem {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_policy",
-                problem,
-            ));
-        }
-        if let Some(chain) = &self.failover_chain {
-            if chain.is_empty() {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_policy",
-                    "policy.failover_chain: name at least one provider",
-                ));
-            }
-            if let Some(problem) = chain
-                .iter()
-                .find_map(|name| state.settings.chain_member_problem(name))
-            {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown_provider",
-                    format!("policy.failover_chain: {problem}"),
-                ));
-            }
-        }
-        Ok(())
-    }
+    policy: Option<TenantPolicy>,
 }
 
 /// Suspends or resumes a tenant (its keys are refused on the next request) and/or replaces its policy.
@@ -170,7 +104,7 @@ pub async fn update_tenant(
     }
     let mut tenant = state.access.get_tenant(tenant_id).await?;
     if let Some(policy) = request.policy {
-        policy.validate(&state)?;
+        policy.validate(&state.settings)?;
         state.generator.forget(tenant_id);
         tenant = state
             .access
@@ -395,6 +329,12 @@ pub(crate) fn content_error(err: ragvault_ingest::sealed::ContentError) -> ApiEr
                 "index_unavailable",
                 "the vector index is unavailable",
             )
+        }
+        ContentError::BudgetExceeded { retry_after_secs } => {
+            ragvault_gateway::GatewayError::BudgetExceeded { retry_after_secs }.into()
+        }
+        ContentError::Metering(reason) => {
+            ragvault_gateway::GatewayError::MeteringUnavailable(reason).into()
         }
         ContentError::Embedding(e) => {
             tracing::error!(error = %e, "embedding model failed");

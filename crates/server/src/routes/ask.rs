@@ -8,6 +8,7 @@ use crate::answer::{
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
+use crate::policy::TenantPolicy;
 use crate::state::AppState;
 use answer::StreamMeter;
 use axum::extract::State;
@@ -41,14 +42,23 @@ pub struct AskRequest {
     max_tokens: Option<u32>,
 }
 
-pub fn checked_top_k(state: &AppState, top_k: Option<usize>) -> Result<usize, ApiError> {
+/// The request's `top_k`, within `search.max_top_k` and the tenant's `max_top_k`; without one, the default
+/// capped to the tenant's maximum.
+pub fn checked_top_k(
+    state: &AppState,
+    policy: &TenantPolicy,
+    top_k: Option<usize>,
+) -> Result<usize, ApiError> {
     let settings = &state.settings.search;
-    let top_k = top_k.unwrap_or(settings.default_top_k);
-    if top_k == 0 || top_k > settings.max_top_k {
+    let max = policy
+        .max_top_k
+        .map_or(settings.max_top_k, |m| m.min(settings.max_top_k));
+    let top_k = top_k.unwrap_or(settings.default_top_k.min(max));
+    if top_k == 0 || top_k > max {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_top_k",
-            format!("top_k must be between 1 and {}", settings.max_top_k),
+            format!("top_k must be between 1 and {max}"),
         ));
     }
     Ok(top_k)
@@ -99,10 +109,10 @@ pub async fn ask(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
-    crate::answer::admit(&state, &caller, tenant).await?;
+    let generation = crate::answer::admit(&state, &caller, tenant).await?;
     let limits = state.generator.settings();
     let query = answer::validate_query(&request.query, limits.max_query_chars)?;
-    let top_k = checked_top_k(&state, request.top_k)?;
+    let top_k = checked_top_k(&state, &generation.policy, request.top_k)?;
     let max_tokens = checked_max_tokens(&state, request.max_tokens)?;
     let grounding = answer::ground(
         &state.generator,
@@ -115,6 +125,7 @@ pub async fn ask(
             max_output_tokens: max_tokens,
             temperature: limits.temperature,
             groups: caller.principal.access_groups(),
+            who: answer::embedding_for(&caller, tenant),
         },
     )
     .await?;

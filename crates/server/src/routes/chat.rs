@@ -97,7 +97,7 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
-    crate::answer::admit(&state, &caller, tenant).await?;
+    let generation = crate::answer::admit(&state, &caller, tenant).await?;
     let limits = state.generator.settings();
     let last_user = request
         .messages
@@ -133,7 +133,7 @@ pub async fn chat_completions(
     while history.first().is_some_and(|m| m.role == Role::Assistant) {
         history.remove(0);
     }
-    let top_k = checked_top_k(&state, request.top_k)?;
+    let top_k = checked_top_k(&state, &generation.policy, request.top_k)?;
     let max_tokens =
         checked_max_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
     let temperature = request.temperature.unwrap_or(limits.temperature);
@@ -155,6 +155,7 @@ pub async fn chat_completions(
             max_output_tokens: max_tokens,
             temperature,
             groups: caller.principal.access_groups(),
+            who: answer::embedding_for(&caller, tenant),
         },
     )
     .await?;

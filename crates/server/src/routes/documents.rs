@@ -200,6 +200,16 @@ async fn accept(
             ),
         ));
     }
+    let policy = &state.generator.for_tenant(tenant).await?.policy;
+    if let Some(max) = policy.max_document_bytes {
+        if request.content.len() as u64 > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "document_too_large",
+                format!("the tenant's policy allows documents of at most {max} bytes"),
+            ));
+        }
+    }
     if request.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(invalid(
             "invalid_metadata",
@@ -320,16 +330,22 @@ pub async fn delete(
         .tenant(tenant)
         .target(format!("document:{id}"))
         .request_id(Some(caller.request_id.clone()));
-    let points = state
-        .store
-        .delete_document(tenant, DocumentId(id), &audit)
-        .await?;
+    let chunks = delete_document(&state, tenant, DocumentId(id), &audit).await?;
+    Ok(Json(json!({ "id": id, "deleted": true, "chunks": chunks })))
+}
+
+/// Deletes a document (chunks, vectors, sealed text) and its index points; returns how many chunks it had.
+pub(crate) async fn delete_document(
+    state: &AppState,
+    tenant: ragvault_core::TenantId,
+    id: DocumentId,
+    audit: &AuditEntry,
+) -> Result<usize, ApiError> {
+    let points = state.store.delete_document(tenant, id, audit).await?;
     // Committed in Postgres first: a failure here leaves points without chunks, which retrieval skips and
     // the next reconciliation drops.
     if let Err(e) = state.indexer.remove_points(tenant, &points).await {
         tracing::error!(document = %id, error = %e, "document deleted but its index points remain until reconciliation");
     }
-    Ok(Json(
-        json!({ "id": id, "deleted": true, "chunks": points.len() }),
-    ))
+    Ok(points.len())
 }

@@ -48,6 +48,22 @@ fn render_governance(state: &AppState, out: &mut String) {
         "ragvault_budget_soft_threshold_crossings_total {}",
         state.budgets.soft_crossings()
     );
+    family(
+        out,
+        "ragvault_budget_webhook_deliveries_total",
+        "counter",
+        "Soft threshold webhook deliveries, by outcome (failed = every attempt failed).",
+    );
+    for (outcome, count) in [
+        ("delivered", &state.webhook_stats.delivered),
+        ("failed", &state.webhook_stats.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "ragvault_budget_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}",
+            count.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
 }
 
 fn render_credentials(state: &AppState, out: &mut String) {

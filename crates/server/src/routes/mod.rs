@@ -9,8 +9,9 @@ mod metrics;
 mod search;
 mod tenant;
 
-pub(crate) use admin::{content_error, TenantPolicyRequest};
+pub(crate) use admin::content_error;
 pub use credentials::credential_error;
+pub(crate) use documents::delete_document;
 
 use crate::middleware;
 use crate::state::AppState;

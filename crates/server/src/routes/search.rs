@@ -37,7 +37,7 @@ pub async fn search(
     ApiJson(request): ApiJson<SearchRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
-    crate::answer::admit(&state, &caller, tenant).await?;
+    let generation = crate::answer::admit(&state, &caller, tenant).await?;
     let settings = &state.settings.search;
     let query = request.query.trim();
     if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
@@ -47,14 +47,7 @@ pub async fn search(
             format!("query must be 1 to {MAX_QUERY_CHARS} characters"),
         ));
     }
-    let top_k = request.top_k.unwrap_or(settings.default_top_k);
-    if top_k == 0 || top_k > settings.max_top_k {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_top_k",
-            format!("top_k must be between 1 and {}", settings.max_top_k),
-        ));
-    }
+    let top_k = super::ask::checked_top_k(&state, &generation.policy, request.top_k)?;
     let mode = request.mode.unwrap_or(settings.mode);
     let retrieval = RetrievalQuery {
         text: query.to_owned(),
@@ -65,6 +58,7 @@ pub async fn search(
             .map(|ids| ids.into_iter().map(DocumentId).collect()),
         tags: request.tags,
         groups: caller.principal.access_groups().map(<[String]>::to_vec),
+        who: crate::answer::embedding_for(&caller, tenant),
     };
     let results = state
         .retriever
