@@ -681,15 +681,7 @@ async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
     signed.extend_from_slice(body);
     let expected = hex::encode(ring::hmac::sign(&key, &signed).as_ref());
     assert_eq!(v1, expected, "the webhook signature does not verify");
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ragvault_testkit::http::metrics_text(&app).await;
     assert!(
         text.contains("ragvault_budget_webhook_deliveries_total{outcome=\"delivered\"} 1"),
         "{text}"
@@ -1153,15 +1145,7 @@ async fn a_spike_suspends_the_key_or_subject_until_an_operator_lifts_it() {
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
     let r = ask_from(&app, &bot, None, None).await;
     assert_error(&r, StatusCode::FORBIDDEN, "principal_suspended");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ragvault_testkit::http::metrics_text(&app).await;
     let detected: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("ragvault_anomalies_detected_total "))

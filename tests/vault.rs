@@ -625,15 +625,7 @@ async fn service_reports_credentials_and_never_logs_keys() {
         .unwrap();
     assert_eq!(ready["checks"]["key_source"], "ok", "{ready}");
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ragvault_testkit::http::metrics_text(&app).await;
     assert!(
         metrics.contains(
             r#"ragvault_credential_refresh_total{provider="openai",tenant="",outcome="ok"} 2"#

@@ -100,6 +100,18 @@ pub async fn ingest_text(
         .to_owned()
 }
 
+/// `GET /metrics` as text (no credentials: scrapers have none).
+pub async fn metrics_text(app: &TestApp) -> String {
+    app.client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
 /// Server-Sent Events read whole: `(event name, data)` in order (`message` for unnamed events; data parsed
 /// as JSON when it is JSON, else kept as a string).
 pub async fn sse_events(response: reqwest::Response) -> Vec<(String, Value)> {
