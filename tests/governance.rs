@@ -1629,3 +1629,79 @@ async fn remote_embeddings_are_metered_and_stop_at_the_budget() {
         "the embedding provider was called past the budget"
     );
 }
+
+/// Failed authentications are audited aggregated per reason and presented key id (its public part only), so a
+/// flood of bad keys is a handful of audit rows, and the audit log never holds a presented secret.
+#[tokio::test]
+async fn failed_authentications_are_audited_in_aggregate_without_secrets() {
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("authfail")).await;
+    let mut forged = tenant.api_key.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'a' { 'b' } else { 'a' });
+    let public_id = tenant.api_key.split('_').nth(1).unwrap().to_owned();
+    let app_ref = &app;
+    let search = |key: String| async move {
+        call(
+            app_ref,
+            Method::POST,
+            "/v1/search",
+            Some(&key),
+            Some(json!({"query": "x"})),
+        )
+        .await
+    };
+    for _ in 0..20 {
+        assert_error(
+            &search(forged.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+        );
+    }
+    let garbage = format!("not-a-key-{}", "z".repeat(30));
+    assert_eq!(
+        search(garbage.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A request without credentials is not an attempt.
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/search",
+        None,
+        Some(json!({"query": "x"})),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "missing_credentials");
+
+    let written = app
+        .state
+        .access
+        .auth_failures()
+        .flush(&app.store)
+        .await
+        .unwrap();
+    assert_eq!(written, 2);
+    let audit = admin_get(&app, "/v1/admin/audit?limit=1000").await;
+    let failed: Vec<&Value> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "auth.failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{audit}");
+    let forged_event = failed
+        .iter()
+        .find(|e| e["target"] == format!("api_key:{public_id}"))
+        .unwrap();
+    assert_eq!(forged_event["details"]["code"], "invalid_api_key");
+    assert_eq!(forged_event["details"]["count"], 20);
+    let text = audit.to_string();
+    let forged_secret = forged.rsplit('_').next().unwrap();
+    assert!(
+        !text.contains(forged_secret) && !text.contains(&garbage),
+        "a presented secret reached the audit log"
+    );
+    let verify = admin_get(&app, "/v1/admin/audit/verify").await;
+    assert_eq!(verify["intact"], true, "{verify}");
+}

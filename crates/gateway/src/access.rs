@@ -81,6 +81,7 @@ pub struct AccessControl {
     directory: Arc<DirectoryKey>,
     keys: Arc<KeySource>,
     widgets: Arc<WidgetTokens>,
+    failures: Arc<crate::auth_failures::AuthFailures>,
 }
 
 /// What a browser request says about where it comes from; widget tokens are checked against it.
@@ -115,7 +116,15 @@ impl AccessControl {
             directory: Arc::new(keys.directory_key()),
             store,
             keys,
+            failures: Arc::default(),
         }
+    }
+
+    /// Failed authentications waiting to be audited (flushed by [`AuthFailures::run`]).
+    ///
+    /// [`AuthFailures::run`]: crate::auth_failures::AuthFailures::run
+    pub fn auth_failures(&self) -> &Arc<crate::auth_failures::AuthFailures> {
+        &self.failures
     }
 
     /// Widget-token minting, verification and signing-key rotation.
@@ -180,6 +189,21 @@ impl AccessControl {
     /// Every refusal before the hash check says only "invalid", so a caller cannot probe which public ids
     /// exist; revoked/expired/suspended are told apart only to someone who holds the real key.
     pub async fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        browser: &BrowserContext<'_>,
+    ) -> Result<Principal, GatewayError> {
+        let result = self.check_credentials(authorization, browser).await;
+        if let (Err(e), Some(header)) = (&result, authorization) {
+            if let Some(code) = crate::auth_failures::failure_code(e) {
+                self.failures
+                    .record(code, crate::auth_failures::presented_key_id(header));
+            }
+        }
+        result
+    }
+
+    async fn check_credentials(
         &self,
         authorization: Option<&str>,
         browser: &BrowserContext<'_>,

@@ -4,6 +4,7 @@
 
 mod access;
 mod anomaly;
+pub mod auth_failures;
 mod budget;
 mod error;
 mod limits;

@@ -351,6 +351,12 @@ impl Application {
         background.push(tokio::spawn(budgets.clone().run_returns(
             std::time::Duration::from_secs(settings.budget.return_interval_secs.max(1)),
         )));
+        background.push(tokio::spawn(
+            access
+                .auth_failures()
+                .clone()
+                .run(store.clone(), std::time::Duration::from_secs(10)),
+        ));
         let webhook_stats = Arc::new(webhook::WebhookStats::default());
         if let Some(url) = settings.budget.soft_threshold_webhook_url.clone() {
             background.push(tokio::spawn(webhook::deliver_crossings(
