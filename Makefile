@@ -25,6 +25,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-compose.sh
 
 fmt:
 	cargo fmt --all

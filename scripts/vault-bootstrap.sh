@@ -1,16 +1,21 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Prepares a Vault/OpenBao server for ragvault: enables AppRole, KV v2 and transit, writes the ragvault
 # policy (config/vault/ragvault.hcl), creates the `ragvault` AppRole, writes ragvault's API-key hashing key,
 # and writes a secret_id to the file given as $1 (mode 0600). Prints the role_id on stdout.
 #
 # Needs: the `bao` (or `vault`) CLI, BAO_ADDR/VAULT_ADDR and an admin BAO_TOKEN/VAULT_TOKEN in the environment.
-# Optional: RAGVAULT_TOKEN_TTL (default 1h), RAGVAULT_WRAP_TTL (response-wrap the secret_id for this long).
+# Optional: RAGVAULT_TOKEN_TTL (default 1h), RAGVAULT_WRAP_TTL (response-wrap the secret_id for this long),
+# RAGVAULT_ROLE_ID (a fixed role_id instead of Vault's random one, so a static config can name it).
 # Short-lived Postgres logins (database.credentials = "vault"): set RAGVAULT_DB_CONNECTION_URL (how Vault reaches
 # Postgres as an admin, e.g. postgresql://{{username}}:{{password}}@db:5432/ragvault with RAGVAULT_DB_USERNAME and
 # RAGVAULT_DB_PASSWORD), optionally RAGVAULT_DB_TTL (default 1h) and RAGVAULT_DB_MAX_TTL (default 24h). The NOLOGIN
 # role RAGVAULT_DB_OWNER_ROLE (default ragvault_owner) must exist and own the database: each leased login joins it
 # and acts as it, so tables belong to the owner role and a login can be dropped when its lease ends.
-set -euo pipefail
+#
+# POSIX sh (dash, busybox ash): docker-compose.yml runs it inside the OpenBao image, which has no bash.
+set -eu
+# shellcheck disable=SC3040
+(set -o pipefail 2>/dev/null) && set -o pipefail
 
 secret_id_file=${1:?usage: vault-bootstrap.sh SECRET_ID_FILE}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,11 +25,14 @@ export BAO_ADDR=${BAO_ADDR:-${VAULT_ADDR:-}} VAULT_ADDR=${VAULT_ADDR:-${BAO_ADDR
 export BAO_TOKEN=${BAO_TOKEN:-${VAULT_TOKEN:-}} VAULT_TOKEN=${VAULT_TOKEN:-${BAO_TOKEN:-}}
 token_ttl=${RAGVAULT_TOKEN_TTL:-1h}
 
-# Capture before grepping: `grep -q` exiting early would SIGPIPE the CLI and, under pipefail, read as "not enabled".
+# Capture, then match in the shell: `grep -q` exiting early would SIGPIPE the CLI and, under pipefail, read as
+# "not enabled".
 enabled() {
-  local listing
   listing=$("$cli" "$1" list -format=json)
-  grep -q "\"$2/\"" <<<"$listing"
+  case "$listing" in
+    *"\"$2/\""*) return 0 ;;
+    *) return 1 ;;
+  esac
 }
 enabled auth approle || "$cli" auth enable approle >/dev/null
 enabled secrets secret || "$cli" secrets enable -path=secret -version=2 kv >/dev/null
@@ -54,6 +62,9 @@ if [ -n "${RAGVAULT_DB_CONNECTION_URL:-}" ]; then
     revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
 fi
 
+if [ -n "${RAGVAULT_ROLE_ID:-}" ]; then
+  "$cli" write auth/approle/role/ragvault/role-id role_id="$RAGVAULT_ROLE_ID" >/dev/null
+fi
 role_id=$("$cli" read -field=role_id auth/approle/role/ragvault/role-id)
 umask 077
 if [ -n "${RAGVAULT_WRAP_TTL:-}" ]; then

@@ -901,6 +901,37 @@ mod tests {
         Settings::load_from(None, overrides)
     }
 
+    /// docker-compose.yml configures ragvault through `RAGVAULT__*` variables: they must name real keys with
+    /// valid values, or the container would refuse to start.
+    #[test]
+    fn the_compose_files_settings_load() {
+        let compose = include_str!("../../../docker-compose.yml");
+        let mut overrides: Vec<(String, String)> = Vec::new();
+        for line in compose.lines().map(str::trim) {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let Some(path) = name.strip_prefix("RAGVAULT__") else {
+                continue;
+            };
+            let key = path.to_lowercase().replace("__", ".");
+            let value = if value.parse::<f64>().is_ok() || value == "true" || value == "false" {
+                value.to_owned()
+            } else {
+                format!("\"{value}\"")
+            };
+            overrides.push((key, value));
+        }
+        assert!(overrides.len() >= 5, "{overrides:?}");
+        let borrowed: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let settings = load(&borrowed).unwrap();
+        assert_eq!(settings.credentials.backend, CredentialsBackend::Vault);
+        assert_eq!(settings.index.backend, IndexBackend::Qdrant);
+    }
+
     #[test]
     fn defaults_are_valid() {
         let settings = load(&[]).unwrap();

@@ -255,7 +255,8 @@ impl OpenBao {
     }
 
     fn bootstrap(&mut self, options: &OpenBaoOptions) {
-        let mut bootstrap = Command::new("bash");
+        // `sh` (dash here): the script must stay POSIX, as the compose file runs it under busybox ash.
+        let mut bootstrap = Command::new("sh");
         bootstrap
             .arg(repo_root().join("scripts/vault-bootstrap.sh"))
             .arg(&self.secret_id_file)
