@@ -1705,3 +1705,65 @@ async fn failed_authentications_are_audited_in_aggregate_without_secrets() {
     let verify = admin_get(&app, "/v1/admin/audit/verify").await;
     assert_eq!(verify["intact"], true, "{verify}");
 }
+
+/// `/metrics` names requests by route template (never a raw path), provider calls by tenant, provider,
+/// model, kind and outcome with their tokens and cost, search latency per mode, the index and ingest.
+#[tokio::test]
+async fn metrics_cover_requests_provider_spend_search_index_and_ingest() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(&fake, &[("openai", "openai")], &[]).await;
+    let tenant = app.create_tenant(&unique_slug("metrics")).await;
+    let document = ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
+    set_policy(&app, &tenant, json!({"failover_chain": ["openai"]})).await;
+    let r = ask(&app, &tenant.api_key, 64).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let cost = r.body["usage"]["cost_micro_usd"].as_u64().unwrap();
+    let r = call(
+        &app,
+        Method::GET,
+        "/v1/nowhere",
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(
+        &app,
+        Method::GET,
+        &format!("/v1/documents/{document}"),
+        Some(&tenant.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let text = ragvault_testkit::http::metrics_text(&app).await;
+    let series = format!(
+        "tenant=\"{}\",provider=\"openai\",model=\"openai-model\",kind=\"generation\",outcome=\"ok\"",
+        tenant.id
+    );
+    for expected in [
+        "ragvault_http_request_duration_seconds_count{route=\"/v1/ask\",method=\"POST\",status=\"200\"} 1\n".to_owned(),
+        "ragvault_http_request_duration_seconds_count{route=\"/v1/documents/{document_id}\",method=\"GET\",status=\"200\"} 1\n".to_owned(),
+        "ragvault_http_request_duration_seconds_count{route=\"unmatched\",method=\"GET\",status=\"404\"} 1\n".to_owned(),
+        "ragvault_http_request_duration_seconds_bucket{route=\"/v1/ask\",method=\"POST\",status=\"200\",le=\"+Inf\"} 1\n".to_owned(),
+        format!("ragvault_provider_calls_total{{{series}}} 1\n"),
+        format!("ragvault_provider_cost_micro_usd_total{{{series}}} {cost}\n"),
+        "ragvault_provider_call_duration_seconds_count{provider=\"openai\",kind=\"generation\"} 1\n".to_owned(),
+        "ragvault_search_duration_seconds_count{mode=\"hybrid\"} 1\n".to_owned(),
+        "ragvault_ingest_jobs_total{outcome=\"done\"} 1\n".to_owned(),
+        "ragvault_ingest_queue_depth 0\n".to_owned(),
+        "ragvault_index_partitions_loaded 1\n".to_owned(),
+    ] {
+        assert!(text.contains(&expected), "missing {expected}in:\n{text}");
+    }
+    let points: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ragvault_index_points "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(points >= 1);
+    assert!(!text.contains(&document), "a raw path reached a label");
+    assert!(!text.contains(&tenant.api_key));
+}

@@ -22,7 +22,7 @@ pub use budget::{
 };
 pub use error::GatewayError;
 pub use limits::{RateLimiter, RateLimits};
-pub use metering::Metering;
+pub use metering::{Metering, UsageMetrics};
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{

@@ -28,14 +28,98 @@ struct Pending {
 #[derive(Clone)]
 pub struct Metering {
     queue: mpsc::Sender<Pending>,
+    metrics: Arc<UsageMetrics>,
+}
+
+/// Committed usage as Prometheus series: calls, tokens and micro-USD per tenant, provider, model, kind
+/// and outcome, and provider latency per provider and kind. Counted after the commit, so the metrics
+/// never show spend the usage table does not hold.
+#[derive(Debug)]
+pub struct UsageMetrics {
+    /// `[calls, input tokens, output tokens, micro-USD]`.
+    totals: ragvault_metrics::CounterVec<4>,
+    latency: ragvault_metrics::HistogramVec,
+}
+
+impl Default for UsageMetrics {
+    fn default() -> Self {
+        UsageMetrics {
+            totals: ragvault_metrics::CounterVec::new(&[
+                "tenant", "provider", "model", "kind", "outcome",
+            ]),
+            latency: ragvault_metrics::HistogramVec::new(
+                &["provider", "kind"],
+                &ragvault_metrics::LATENCY_BUCKETS,
+            ),
+        }
+    }
+}
+
+impl UsageMetrics {
+    fn count(&self, event: &NewUsageEvent) {
+        let tenant = event.tenant_id.to_string();
+        self.totals.add(
+            &[
+                &tenant,
+                &event.provider,
+                &event.model,
+                event.kind,
+                event.outcome,
+            ],
+            [
+                1,
+                event.input_tokens,
+                event.output_tokens,
+                event.cost_micro_usd,
+            ],
+        );
+        self.latency.observe(
+            &[&event.provider, event.kind],
+            Duration::from_millis(event.latency_ms),
+        );
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let help = [
+            (
+                "ragvault_provider_calls_total",
+                "Provider calls (generation and embedding), committed to the usage table.",
+            ),
+            (
+                "ragvault_provider_input_tokens_total",
+                "Input tokens of provider calls, as the provider reported them.",
+            ),
+            (
+                "ragvault_provider_output_tokens_total",
+                "Output tokens of provider calls.",
+            ),
+            (
+                "ragvault_provider_cost_micro_usd_total",
+                "Cost of provider calls in micro-USD, from the price table.",
+            ),
+        ];
+        for (index, (name, text)) in help.iter().enumerate() {
+            self.totals.render(out, index, name, text);
+        }
+        self.latency.render(
+            out,
+            "ragvault_provider_call_duration_seconds",
+            "Provider call latency (whole answer, or one embedding request).",
+        );
+    }
 }
 
 impl Metering {
     /// Starts the writer. `budgets` hears each tenant's month spend after every batch (soft thresholds).
     pub fn start(store: Store, budgets: Arc<BudgetGuard>) -> Metering {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, budgets, receiver));
-        Metering { queue }
+        let metrics = Arc::new(UsageMetrics::default());
+        tokio::spawn(write_batches(store, budgets, metrics.clone(), receiver));
+        Metering { queue, metrics }
+    }
+
+    pub fn metrics(&self) -> &UsageMetrics {
+        &self.metrics
     }
 
     /// Records usage and audit events; returns once they are committed.
@@ -71,6 +155,7 @@ impl Metering {
 async fn write_batches(
     store: Store,
     budgets: Arc<BudgetGuard>,
+    metrics: Arc<UsageMetrics>,
     mut receiver: mpsc::Receiver<Pending>,
 ) {
     while let Some(first) = receiver.recv().await {
@@ -105,6 +190,7 @@ async fn write_batches(
             let _ = pending.done.send(result.clone());
         }
         if let Ok(spent) = outcome {
+            usage.iter().for_each(|event| metrics.count(event));
             for (tenant, month, spent) in spent {
                 if let Err(e) = budgets.observe_spend(tenant, month, spent).await {
                     tracing::warn!(error = %e, "could not check the soft budget threshold");

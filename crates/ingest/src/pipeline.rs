@@ -314,6 +314,11 @@ impl Pipeline {
         &self.stats
     }
 
+    /// Jobs waiting in this process's queue (not yet taken by a worker).
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Queues every job a previous process left unfinished (waits for queue space).
     pub async fn resume_unfinished(&self) -> Result<usize, SubmitError> {
         let jobs = self.store.unfinished_jobs(self.started_at).await?;

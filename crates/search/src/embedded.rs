@@ -831,6 +831,15 @@ impl VectorIndex for EmbeddedIndex {
         blocking(move || inner.partition(&partition)?.search(&query)).await
     }
 
+    fn loaded_size(&self) -> Option<(usize, usize)> {
+        let partitions = self.inner.partitions.lock().ok()?;
+        let points = partitions
+            .values()
+            .filter_map(|p| p.state.read().ok().map(|s| s.live.len()))
+            .sum();
+        Some((partitions.len(), points))
+    }
+
     async fn count(&self, partition: &Partition) -> Result<usize, SearchError> {
         Ok(self.point_ids(partition).await?.len())
     }

@@ -120,6 +120,12 @@ pub trait VectorIndex: Send + Sync {
     async fn partitions(&self) -> Result<Vec<String>, SearchError>;
     /// Whether the backend can serve and store (for `/readyz`).
     async fn check(&self) -> Result<(), SearchError>;
+
+    /// `(partitions, live points)` this process holds in memory, for `/metrics`; cheap (no partition is
+    /// loaded for it). `None` for backends that keep nothing in process (Qdrant reports its own metrics).
+    fn loaded_size(&self) -> Option<(usize, usize)> {
+        None
+    }
 }
 
 /// Merges ranked lists by reciprocal rank fusion: each list contributes `weight / (k + rank)` per item.

@@ -347,6 +347,10 @@ impl Application {
             indexer: indexer.clone(),
             settings: settings.search.clone(),
             ef_search: settings.index.ef_search,
+            metrics: Arc::new(ragvault_metrics::HistogramVec::new(
+                &["mode"],
+                &ragvault_metrics::LATENCY_BUCKETS,
+            )),
         };
         background.push(tokio::spawn(budgets.clone().run_returns(
             std::time::Duration::from_secs(settings.budget.return_interval_secs.max(1)),
@@ -367,6 +371,11 @@ impl Application {
             )));
         }
         let state = AppState {
+            http_metrics: Arc::new(ragvault_metrics::HistogramVec::new(
+                &["route", "method", "status"],
+                &ragvault_metrics::LATENCY_BUCKETS,
+            )),
+            search_metrics: retriever.metrics.clone(),
             webhook_stats,
             limiter: Arc::new(ragvault_gateway::RateLimiter::new()),
             anomalies: Arc::new(ragvault_gateway::AnomalyDetector::new()),

@@ -7,6 +7,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ragvault_metrics::HistogramVec;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -15,7 +17,12 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Assigns the request id (propagating a well-formed incoming one), logs the request once, and renders
 /// every error response as the JSON envelope. It sits outermost, so errors produced by inner layers (body
 /// limit, timeout, unknown route) are covered too.
-pub async fn request_envelope(mut req: Request, next: Next) -> Response {
+pub async fn request_envelope(
+    State(http_metrics): State<Arc<HistogramVec>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
     let request_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -35,12 +42,20 @@ pub async fn request_envelope(mut req: Request, next: Next) -> Response {
     );
     let started = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
+    // The route template, never the raw path: ids in paths would make a series per document.
+    let route = response
+        .extensions()
+        .get::<RouteTemplate>()
+        .map_or("unmatched", |r| r.0.as_str())
+        .to_owned();
     let mut response = render_error(response, &request_id);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    http_metrics.observe(&[&route, method.as_str(), &status.to_string()], elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, latency_ms, "request failed");
@@ -48,6 +63,24 @@ pub async fn request_envelope(mut req: Request, next: Next) -> Response {
             tracing::info!(status, latency_ms, "request finished");
         }
     });
+    response
+}
+
+/// The matched route's template (`/v1/documents/{id}`), handed from the routing layer out to
+/// [`request_envelope`] in the response's extensions.
+#[derive(Clone, Debug)]
+pub struct RouteTemplate(pub String);
+
+/// Runs inside routing, where the matched route is known, and tags the response with its template.
+pub async fn tag_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(RouteTemplate(route));
+    }
     response
 }
 
@@ -130,7 +163,10 @@ mod tests {
                 Duration::from_millis(50),
                 timeout,
             ))
-            .layer(axum::middleware::from_fn(request_envelope))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(HistogramVec::new(&["route", "method", "status"], &[1.0])),
+                request_envelope,
+            ))
     }
 
     async fn call(router: Router, path: &str) -> (StatusCode, serde_json::Value) {

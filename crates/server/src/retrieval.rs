@@ -53,6 +53,8 @@ pub struct Retriever {
     pub indexer: Indexer,
     pub settings: SearchSettings,
     pub ef_search: usize,
+    /// Retrieval time without the query embedding (index and keyword search, opening chunks), per mode.
+    pub metrics: std::sync::Arc<ragvault_metrics::HistogramVec>,
 }
 
 impl Retriever {
@@ -67,6 +69,23 @@ impl Retriever {
     /// [`Retriever::retrieve`], also returning the time spent embedding the query (a model's time, not
     /// ours: overhead figures leave it out).
     pub async fn retrieve_timed(
+        &self,
+        tenant: TenantId,
+        query: &RetrievalQuery,
+    ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
+        let started = std::time::Instant::now();
+        let (chunks, embed_time) = self.search(tenant, query).await?;
+        let mode = match query.mode {
+            SearchMode::Vector => "vector",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Hybrid => "hybrid",
+        };
+        self.metrics
+            .observe(&[mode], started.elapsed().saturating_sub(embed_time));
+        Ok((chunks, embed_time))
+    }
+
+    async fn search(
         &self,
         tenant: TenantId,
         query: &RetrievalQuery,

@@ -28,6 +28,10 @@ pub struct AppState {
     pub limiter: Arc<ragvault_gateway::RateLimiter>,
     /// Usage rows and per-request audit events, group-committed.
     pub metering: ragvault_gateway::Metering,
+    /// Request count and latency per route template, method and status.
+    pub http_metrics: Arc<ragvault_metrics::HistogramVec>,
+    /// Query latency per search mode.
+    pub search_metrics: Arc<ragvault_metrics::HistogramVec>,
     /// Soft budget threshold webhook deliveries.
     pub webhook_stats: Arc<crate::webhook::WebhookStats>,
     /// Present when the database login is leased from Vault.

@@ -1,5 +1,7 @@
-//! `/metrics` in the Prometheus text format. Today it carries the credential metrics; request, provider and
-//! index metrics join with the observability work.
+//! `/metrics` in the Prometheus text format: requests (per route template, method, status), provider calls
+//! (calls, tokens and micro-USD per tenant, provider, model, kind, outcome; latency), search latency and index
+//! size, ingest queue and jobs, credentials and leases, governance. Labels never carry text, keys or raw paths;
+//! tenants appear as their UUIDs.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -9,6 +11,14 @@ use std::fmt::Write;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
+    state.http_metrics.render(
+        &mut out,
+        "ragvault_http_request_duration_seconds",
+        "HTTP requests by route template, method and status; latency to the response head (streams end later).",
+    );
+    state.metering.metrics().render(&mut out);
+    render_search(&state, &mut out);
+    render_ingest(&state, &mut out);
     render_credentials(&state, &mut out);
     render_governance(&state, &mut out);
     (
@@ -20,9 +30,92 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+use ragvault_metrics::family;
+
+fn render_search(state: &AppState, out: &mut String) {
+    state.search_metrics.render(
+        out,
+        "ragvault_search_duration_seconds",
+        "Retrieval time without the query embedding (index and keyword search, opening chunks), per mode.",
+    );
+    let Some((partitions, points)) = state.indexer.index().loaded_size() else {
+        return;
+    };
+    family(
+        out,
+        "ragvault_index_partitions_loaded",
+        "gauge",
+        "Tenant partitions of the embedded index held in memory by this replica.",
+    );
+    let _ = writeln!(out, "ragvault_index_partitions_loaded {partitions}");
+    family(
+        out,
+        "ragvault_index_points",
+        "gauge",
+        "Live points (chunk vectors) in the embedded index partitions this replica holds in memory.",
+    );
+    let _ = writeln!(out, "ragvault_index_points {points}");
+}
+
+fn render_ingest(state: &AppState, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = state.pipeline.stats();
+    family(
+        out,
+        "ragvault_ingest_queue_depth",
+        "gauge",
+        "Ingest jobs queued in this replica, not yet taken by a worker.",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_ingest_queue_depth {}",
+        state.pipeline.queue_depth()
+    );
+    family(
+        out,
+        "ragvault_ingest_jobs_total",
+        "counter",
+        "Ingest jobs finished by this replica, by outcome.",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_ingest_jobs_total{{outcome=\"done\"}} {}",
+        stats.jobs_done.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_ingest_jobs_total{{outcome=\"failed\"}} {}",
+        stats.jobs_failed.load(Relaxed)
+    );
+    family(
+        out,
+        "ragvault_ingest_chunks_total",
+        "counter",
+        "Chunks stored by this replica's ingest workers.",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_ingest_chunks_total {}",
+        stats.chunks.load(Relaxed)
+    );
+    family(
+        out,
+        "ragvault_ingest_stage_seconds_total",
+        "counter",
+        "Time ingest workers spent per stage.",
+    );
+    for (stage, nanos) in [
+        ("parse", &stats.parse_nanos),
+        ("embed", &stats.embed_nanos),
+        ("store", &stats.store_nanos),
+        ("index", &stats.index_nanos),
+    ] {
+        let _ = writeln!(
+            out,
+            "ragvault_ingest_stage_seconds_total{{stage=\"{stage}\"}} {}",
+            nanos.load(Relaxed) as f64 / 1e9
+        );
+    }
 }
 
 fn render_governance(state: &AppState, out: &mut String) {

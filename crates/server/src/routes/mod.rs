@@ -52,6 +52,7 @@ fn widget_cors(state: &AppState) -> CorsLayer {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
     let timeout = state.settings.request_timeout();
+    let http_metrics = state.http_metrics.clone();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -127,6 +128,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/admin/credentials/{provider}/refresh",
             post(credentials::refresh),
         )
+        .route_layer(axum::middleware::from_fn(middleware::tag_route))
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
@@ -135,5 +137,8 @@ pub fn app(state: AppState) -> Router {
             timeout,
             middleware::timeout,
         ))
-        .layer(axum::middleware::from_fn(middleware::request_envelope))
+        .layer(axum::middleware::from_fn_with_state(
+            http_metrics,
+            middleware::request_envelope,
+        ))
 }
