@@ -1258,6 +1258,11 @@ async fn policy_files_apply_on_reload_and_bad_ones_are_refused_precisely() {
     );
 }
 
+/// A POST with a key and a JSON body.
+async fn post_as(app: &TestApp, key: &str, path: &str, body: Value) -> Reply {
+    call(app, Method::POST, path, Some(key), Some(body)).await
+}
+
 async fn patch_policy(app: &TestApp, tenant: &TestTenant, policy: Value) -> Reply {
     call(
         app,
@@ -1425,21 +1430,19 @@ async fn policy_allow_lists_data_controls_and_limits_apply_to_every_request() {
 
     // max_document_bytes: refused at upload, nothing queued.
     set_policy(&app, &tenant, json!({"max_document_bytes": 64})).await;
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/documents",
-        Some(&tenant.api_key),
-        Some(json!({"name": "big.md", "content": MANUAL})),
+        json!({"name": "big.md", "content": MANUAL}),
     )
     .await;
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "document_too_large");
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/documents",
-        Some(&tenant.api_key),
-        Some(json!({"name": "small.md", "content": "Reset: hold the button."})),
+        json!({"name": "small.md", "content": "Reset: hold the button."}),
     )
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -1485,12 +1488,11 @@ async fn documents_past_the_retention_period_are_deleted_and_audited() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/search",
-        Some(&tenant.api_key),
-        Some(json!({"query": "prime the pump", "mode": "vector"})),
+        json!({"query": "prime the pump", "mode": "vector"}),
     )
     .await;
     let names: Vec<&str> = r.body["results"]
@@ -1548,12 +1550,11 @@ async fn remote_embeddings_are_metered_and_stop_at_the_budget() {
     app.set_provider_key("fakeai", &key).await;
     let tenant = app.create_tenant(&unique_slug("embmeter")).await;
     ingest_text(&app, &tenant.api_key, "pump.md", MANUAL, &[]).await;
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/search",
-        Some(&tenant.api_key),
-        Some(json!({"query": "prime the pump", "mode": "vector"})),
+        json!({"query": "prime the pump", "mode": "vector"}),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -1597,21 +1598,19 @@ async fn remote_embeddings_are_metered_and_stop_at_the_budget() {
     // A budget already spent: the query is refused before the provider sees it, and so is a document.
     set_policy(&app, &tenant, json!({"budget_micro_usd": 1})).await;
     let calls = fake.requests();
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/search",
-        Some(&tenant.api_key),
-        Some(json!({"query": "prime the pump", "mode": "vector"})),
+        json!({"query": "prime the pump", "mode": "vector"}),
     )
     .await;
     assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "budget_exceeded");
-    let r = call(
+    let r = post_as(
         &app,
-        Method::POST,
+        &tenant.api_key,
         "/v1/documents",
-        Some(&tenant.api_key),
-        Some(json!({"name": "late.md", "content": MANUAL})),
+        json!({"name": "late.md", "content": MANUAL}),
     )
     .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
