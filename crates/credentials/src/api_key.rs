@@ -107,6 +107,36 @@ impl ApiKeyHasher {
         .is_ok()
     }
 
+    /// A new dashboard session token (`rvs_` + 40 random characters) and the keyed hash it is stored and
+    /// looked up by (the token itself is only ever in the operator's cookie).
+    pub fn issue_session_token(&self) -> (Secret<String>, Vec<u8>) {
+        let token = Secret::new(format!(
+            "rvs_{}",
+            random_string(SECRET_ALPHABET, SECRET_LEN)
+        ));
+        let hash = self.session_token_hash(token.expose_secret());
+        (token, hash)
+    }
+
+    /// The keyed hash of a presented session token.
+    pub fn session_token_hash(&self, token: &str) -> Vec<u8> {
+        self.hash_whole(&format!("session:{token}"))
+    }
+
+    /// The CSRF token of a session: derived from the session token under the hashing key, so it is
+    /// unguessable without the cookie and nothing needs storing.
+    pub fn csrf_token(&self, session_token: &str) -> String {
+        hex::encode(self.hash_whole(&format!("csrf:{session_token}")))
+    }
+
+    /// Whether `presented` is the session's CSRF token (constant time).
+    pub fn verify_csrf(&self, session_token: &str, presented: &str) -> bool {
+        let Ok(tag) = hex::decode(presented) else {
+            return false;
+        };
+        hmac::verify(&self.key, format!("csrf:{session_token}").as_bytes(), &tag).is_ok()
+    }
+
     /// Spends the same work as [`ApiKeyHasher::verify`] when no row matched, so response time does not
     /// reveal whether a public id exists.
     pub fn verify_against_nothing(&self, presented: &PresentedKey) {

@@ -84,6 +84,21 @@ pub struct AccessControl {
     failures: Arc<crate::auth_failures::AuthFailures>,
 }
 
+/// A new dashboard session.
+pub struct StartedAdminSession {
+    pub token: ragvault_credentials::Secret<String>,
+    pub csrf: String,
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// A live dashboard session, as a request sees it.
+#[derive(Clone, Debug)]
+pub struct AdminSessionView {
+    pub id: uuid::Uuid,
+    pub principal: Principal,
+    pub csrf: String,
+}
+
 /// What a browser request says about where it comes from; widget tokens are checked against it.
 #[derive(Clone, Debug, Default)]
 pub struct BrowserContext<'a> {
@@ -125,6 +140,72 @@ impl AccessControl {
     /// [`AuthFailures::run`]: crate::auth_failures::AuthFailures::run
     pub fn auth_failures(&self) -> &Arc<crate::auth_failures::AuthFailures> {
         &self.failures
+    }
+
+    /// A dashboard login: `operator_key` must authenticate as an operator key. Returns the session token
+    /// (for the cookie, shown nowhere else) and its CSRF token.
+    pub async fn start_admin_session(
+        &self,
+        operator_key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<StartedAdminSession, GatewayError> {
+        let principal = self
+            .authenticate(
+                Some(&format!("Bearer {}", operator_key.trim())),
+                &BrowserContext::default(),
+            )
+            .await?;
+        let Principal::Operator { key_id } = principal else {
+            return Err(GatewayError::OperatorOnly);
+        };
+        let (token, hash) = self.hasher.issue_session_token();
+        let expires_at = time::OffsetDateTime::now_utc()
+            + time::Duration::seconds(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2));
+        let audit = RequestContext::new(principal.actor(), None).audit("admin_session.started");
+        self.store
+            .insert_admin_session(&hash, key_id, expires_at, &audit)
+            .await?;
+        let csrf = self.hasher.csrf_token(token.expose_secret());
+        Ok(StartedAdminSession {
+            token,
+            csrf,
+            expires_at,
+        })
+    }
+
+    /// The live session a cookie's token names, if any.
+    pub async fn admin_session(
+        &self,
+        token: &str,
+    ) -> Result<Option<AdminSessionView>, GatewayError> {
+        if !token.starts_with("rvs_") || token.len() > 64 {
+            return Ok(None);
+        }
+        let hash = self.hasher.session_token_hash(token);
+        Ok(self
+            .store
+            .live_admin_session(&hash)
+            .await?
+            .map(|s| AdminSessionView {
+                id: s.id,
+                principal: Principal::Operator {
+                    key_id: s.operator_key_id,
+                },
+                csrf: self.hasher.csrf_token(token),
+            }))
+    }
+
+    /// Whether `presented` is the CSRF token of the session `token` names (constant time).
+    pub fn csrf_matches(&self, token: &str, presented: &str) -> bool {
+        self.hasher.verify_csrf(token, presented)
+    }
+
+    /// Logout.
+    pub async fn end_admin_session(&self, session: &AdminSessionView) -> Result<(), GatewayError> {
+        let audit =
+            RequestContext::new(session.principal.actor(), None).audit("admin_session.ended");
+        self.store.end_admin_session(session.id, &audit).await?;
+        Ok(())
     }
 
     /// Widget-token minting, verification and signing-key rotation.

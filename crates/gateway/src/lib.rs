@@ -13,8 +13,9 @@ pub mod pricing;
 mod widget;
 
 pub use access::{
-    require_operator, require_tenant_scope, AccessControl, BrowserContext, CreatedTenant,
-    IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext, TenantView,
+    require_operator, require_tenant_scope, AccessControl, AdminSessionView, BrowserContext,
+    CreatedTenant, IssuedApiKey, IssuedOperatorKey, KeyRotation, RequestContext,
+    StartedAdminSession, TenantView,
 };
 pub use anomaly::{principal_scope, Anomaly, AnomalyAction, AnomalyDetector, AnomalyPolicy};
 pub use budget::{

@@ -94,6 +94,9 @@ fn is_acceptable_request_id(id: &str) -> bool {
 
 fn render_error(response: Response, request_id: &str) -> Response {
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<crate::routes::HtmlPage>().is_some() {
+        return Response::from_parts(parts, body);
+    }
     let error = match parts.extensions.remove::<ErrorBody>() {
         Some(error) => error,
         None => {

@@ -4,6 +4,7 @@
 //! API keys (computed by `credentials`) and, later, sealed bytes. Every change that must be audited writes
 //! its audit row in the same transaction, so a change and its audit record land together or not at all.
 
+mod admin_sessions;
 mod audit;
 mod data_keys;
 mod documents;
@@ -21,6 +22,7 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use admin_sessions::AdminSession;
 pub use audit::{AuditEntry, AuditProblem, AuditRecord, AuditVerification};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use documents::{

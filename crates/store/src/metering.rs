@@ -38,6 +38,8 @@ pub enum UsageGrouping {
     Day,
     Model,
     Provider,
+    /// Per day and model (the dashboard's chart and table).
+    DayModel,
 }
 
 /// Totals for one group of the usage report.
@@ -332,11 +334,13 @@ impl Store {
             UsageGrouping::Day => "day::text AS day, NULL::text AS provider, NULL::text AS model",
             UsageGrouping::Model => "NULL::text AS day, provider, model",
             UsageGrouping::Provider => "NULL::text AS day, provider, NULL::text AS model",
+            UsageGrouping::DayModel => "day::text AS day, provider, model",
         };
         let group = match grouping {
             UsageGrouping::Day => "tenant_id, day",
             UsageGrouping::Model => "tenant_id, provider, model",
             UsageGrouping::Provider => "tenant_id, provider",
+            UsageGrouping::DayModel => "tenant_id, day, provider, model",
         };
         let rows = sqlx::query(&format!(
             "SELECT tenant_id, {key}, sum(requests)::bigint AS requests, sum(errors)::bigint AS errors,

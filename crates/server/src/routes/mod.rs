@@ -2,6 +2,7 @@ mod admin;
 mod ask;
 mod chat;
 mod credentials;
+mod dashboard;
 mod documents;
 mod health;
 mod keys;
@@ -11,6 +12,7 @@ mod tenant;
 
 pub(crate) use admin::content_error;
 pub use credentials::credential_error;
+pub(crate) use dashboard::HtmlPage;
 pub(crate) use documents::delete_document;
 
 use crate::middleware;
@@ -54,6 +56,29 @@ pub fn app(state: AppState) -> Router {
     let timeout = state.settings.request_timeout();
     let http_metrics = state.http_metrics.clone();
     Router::new()
+        .route("/admin", get(dashboard::overview))
+        .route("/admin/", get(dashboard::overview))
+        .route(
+            "/admin/login",
+            get(dashboard::login_form).post(dashboard::login),
+        )
+        .route("/admin/logout", post(dashboard::logout))
+        .route("/admin/static/dashboard.css", get(dashboard::stylesheet))
+        .route("/admin/tenants/{tenant_id}", get(dashboard::tenant))
+        .route(
+            "/admin/tenants/{tenant_id}/usage.csv",
+            get(dashboard::usage_csv),
+        )
+        .route(
+            "/admin/tenants/{tenant_id}/keys/{key_id}/revoke",
+            post(dashboard::revoke_key),
+        )
+        .route(
+            "/admin/tenants/{tenant_id}/suspensions/{suspension_id}/lift",
+            post(dashboard::lift_suspension),
+        )
+        .route("/admin/credentials", get(dashboard::credentials))
+        .route("/admin/audit", get(dashboard::audit))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
