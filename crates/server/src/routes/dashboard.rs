@@ -155,19 +155,16 @@ pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match session_for_post(&state, &headers, &form.csrf).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let session = session_for_post(&state, &headers, &form.csrf).await?;
     if let Err(e) = state.access.end_admin_session(&session).await {
-        return ApiError::from(e).into_response();
+        return Err(ApiError::from(e).into_response());
     }
     let mut response = Redirect::to("/admin/login").into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie("", 0));
-    response
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -279,11 +276,8 @@ pub async fn overview(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<RangeQuery>,
-) -> Response {
-    let (session, _) = match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let (session, _) = session(&state, &headers).await?;
     let (from, to) = range(&query);
     let result = async {
         let spend = tenant_spend(&state, None, from, to).await?;
@@ -330,11 +324,11 @@ pub async fn overview(
     }
     .await;
     match result {
-        Ok(overview) => html(
+        Ok(overview) => Ok(html(
             StatusCode::OK,
             view::overview_page(&overview, &session.csrf),
-        ),
-        Err(e) => e.into_response(),
+        )),
+        Err(e) => Err(e.into_response()),
     }
 }
 
@@ -374,11 +368,8 @@ pub async fn tenant(
     headers: HeaderMap,
     Path(tenant_id): Path<Uuid>,
     Query(query): Query<RangeQuery>,
-) -> Response {
-    let (session, _) = match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let (session, _) = session(&state, &headers).await?;
     let tenant_id = TenantId(tenant_id);
     let (from, to) = range(&query);
     let result = async {
@@ -459,8 +450,11 @@ pub async fn tenant(
     }
     .await;
     match result {
-        Ok(detail) => html(StatusCode::OK, view::tenant_page(&detail, &session.csrf)),
-        Err(e) => e.into_response(),
+        Ok(detail) => Ok(html(
+            StatusCode::OK,
+            view::tenant_page(&detail, &session.csrf),
+        )),
+        Err(e) => Err(e.into_response()),
     }
 }
 
@@ -479,10 +473,8 @@ pub async fn usage_csv(
     headers: HeaderMap,
     Path(tenant_id): Path<Uuid>,
     Query(query): Query<RangeQuery>,
-) -> Response {
-    if let Err(response) = session(&state, &headers).await {
-        return response;
-    }
+) -> Result<Response, Response> {
+    session(&state, &headers).await?;
     let (from, to) = range(&query);
     let rows = match state
         .store
@@ -490,7 +482,7 @@ pub async fn usage_csv(
         .await
     {
         Ok(rows) => rows,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return Err(ApiError::from(e).into_response()),
     };
     let mut csv = String::from(
         "day,provider,model,requests,errors,input_tokens,output_tokens,cost_micro_usd\n",
@@ -520,7 +512,7 @@ pub async fn usage_csv(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
 }
 
 pub async fn revoke_key(
@@ -528,20 +520,17 @@ pub async fn revoke_key(
     headers: HeaderMap,
     Path((tenant_id, key_id)): Path<(Uuid, Uuid)>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match session_for_post(&state, &headers, &form.csrf).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let session = session_for_post(&state, &headers, &form.csrf).await?;
     let ctx = RequestContext::new(session.principal.actor(), None);
     if let Err(e) = state
         .access
         .revoke_api_key(TenantId(tenant_id), ApiKeyId(key_id), &ctx)
         .await
     {
-        return ApiError::from(e).into_response();
+        return Err(ApiError::from(e).into_response());
     }
-    Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response()
+    Ok(Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response())
 }
 
 pub async fn lift_suspension(
@@ -549,11 +538,8 @@ pub async fn lift_suspension(
     headers: HeaderMap,
     Path((tenant_id, suspension_id)): Path<(Uuid, Uuid)>,
     Form(form): Form<CsrfForm>,
-) -> Response {
-    let session = match session_for_post(&state, &headers, &form.csrf).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let session = session_for_post(&state, &headers, &form.csrf).await?;
     let tenant = TenantId(tenant_id);
     let audit = RequestContext::new(session.principal.actor(), None)
         .audit_entry("suspension.lifted")
@@ -564,16 +550,16 @@ pub async fn lift_suspension(
         .lift_suspension(tenant, suspension_id, &session.principal.actor(), &audit)
         .await
     {
-        return ApiError::from(e).into_response();
+        return Err(ApiError::from(e).into_response());
     }
-    Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response()
+    Ok(Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response())
 }
 
-pub async fn credentials(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (session, _) = match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+pub async fn credentials(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    let (session, _) = session(&state, &headers).await?;
     let rows: Vec<view::CredentialRow> = state
         .leases
         .status()
@@ -592,7 +578,10 @@ pub async fn credentials(State(state): State<AppState>, headers: HeaderMap) -> R
             last_error: l.last_error,
         })
         .collect();
-    html(StatusCode::OK, view::credentials_page(&rows, &session.csrf))
+    Ok(html(
+        StatusCode::OK,
+        view::credentials_page(&rows, &session.csrf),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -609,11 +598,8 @@ pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
-) -> Response {
-    let (session, _) = match session(&state, &headers).await {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let (session, _) = session(&state, &headers).await?;
     let tenant_filter = query.tenant.clone().unwrap_or_default();
     let action_filter = query.action.clone().unwrap_or_default();
     let tenant = tenant_filter.trim().parse::<Uuid>().ok().map(TenantId);
@@ -653,7 +639,10 @@ pub async fn audit(
     }
     .await;
     match result {
-        Ok(audit) => html(StatusCode::OK, view::audit_page(&audit, &session.csrf)),
-        Err(e) => e.into_response(),
+        Ok(audit) => Ok(html(
+            StatusCode::OK,
+            view::audit_page(&audit, &session.csrf),
+        )),
+        Err(e) => Err(e.into_response()),
     }
 }
