@@ -19,6 +19,7 @@ test:
 	scripts/ensure-openbao.sh
 	scripts/fetch-model.sh
 	scripts/ensure-openai-sdk.sh
+	scripts/ensure-chromium.sh
 	cargo test --workspace --all-targets --no-fail-fast
 	@if [ -z "$$QDRANT_URL" ]; then echo "NOTE: QDRANT_URL is not set: the Qdrant backend tests (crates/search/tests/qdrant.rs) were skipped, not run."; fi
 

@@ -1,9 +1,10 @@
 //! The operator dashboard over HTTP: login and the session cookie's attributes, pages that show the spend the
-//! usage rows hold, CSRF on every state-changing form, revoking a key from the page, logout, CSV export.
-//! (Headless-browser runs of the same flows come with the Chromium harness.)
+//! usage rows hold, CSRF on every state-changing form, revoking a key from the page, logout, CSV export; then the
+//! same flows in real headless Chromium (over WebDriver), with a screenshot of each page in CI's output folder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use ragvault_store::NewUsageEvent;
+use ragvault_testkit::browser::{Browser, Locator};
 use ragvault_testkit::{spawn_app_with, unique_slug, TestApp};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
@@ -170,19 +171,7 @@ async fn operators_log_in_see_spend_revoke_keys_and_log_out() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "csrf_failed");
     }
-    let whoami = |key: String| {
-        let app = &app;
-        async move {
-            app.client
-                .get(app.url("/v1/whoami"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(whoami(tenant.api_key.clone()).await, StatusCode::OK);
+    assert_eq!(whoami_status(&app, &tenant.api_key).await, StatusCode::OK);
     let r = client
         .post(&revoke)
         .header("cookie", &cookie)
@@ -192,7 +181,7 @@ async fn operators_log_in_see_spend_revoke_keys_and_log_out() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(
-        whoami(tenant.api_key.clone()).await,
+        whoami_status(&app, &tenant.api_key).await,
         StatusCode::UNAUTHORIZED
     );
 
@@ -223,4 +212,206 @@ async fn operators_log_in_see_spend_revoke_keys_and_log_out() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let (status, _) = page(&app, &client, &cookie, "/admin").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+async fn whoami_status(app: &TestApp, key: &str) -> StatusCode {
+    app.client
+        .get(app.url("/v1/whoami"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn submit_login(browser: &Browser, key: &str) {
+    let field = browser
+        .client
+        .find(Locator::Css("input[name=operator_key]"))
+        .await
+        .unwrap();
+    field.send_keys(key).await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("form[action='/admin/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_dashboard_works_in_headless_chromium() {
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("browser")).await;
+    app.store
+        .record_usage_batch(
+            &[
+                usage(&tenant.id, "gpt-4o-mini", 1_250_000),
+                usage(&tenant.id, "gpt-4o-mini", 250_000),
+                usage(&tenant.id, "claude-3-5-haiku", 500_000),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    // `localhost`, not 127.0.0.1: Chromium keeps `Secure` cookies on plain HTTP only for localhost.
+    let base = format!("http://localhost:{}", app.address.port());
+    let browser = Browser::start(1280, 900).await;
+    let web = &browser.client;
+
+    // Logged out: the overview sends the browser to the login form.
+    web.goto(&format!("{base}/admin")).await.unwrap();
+    assert_eq!(browser.path().await, "/admin/login");
+    browser.screenshot("dashboard-login").await;
+
+    // A wrong key shows the form again with the refusal.
+    submit_login(&browser, "rvk_nope_nope").await;
+    assert!(browser
+        .text_of("p.bad")
+        .await
+        .contains("not a valid operator key"));
+
+    // The operator key logs in; the session cookie is HttpOnly (scripts cannot read it), Secure, SameSite=Strict.
+    submit_login(&browser, &app.operator_key).await;
+    assert_eq!(browser.wait_for_path("/admin").await, "/admin");
+    let cookie = web.get_named_cookie("rv_admin").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict")
+    );
+    let script_view = web.execute("return document.cookie", vec![]).await.unwrap();
+    assert!(
+        !script_view.to_string().contains("rv_admin"),
+        "{script_view}"
+    );
+
+    // The overview row for the tenant shows the spend the usage rows hold: $1.25 + $0.25 + $0.50.
+    let row = format!("tr[data-tenant='{}']", tenant.id);
+    assert_eq!(
+        browser.text_of(&format!("{row} td.range-spend")).await,
+        "$2.00"
+    );
+    assert!(browser
+        .text_of("#models")
+        .await
+        .contains("claude-3-5-haiku"));
+    browser.screenshot("dashboard-overview").await;
+
+    // Tenant detail through the link on the overview: usage table and chart.
+    web.find(Locator::Css(&format!("{row} a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(browser
+        .path()
+        .await
+        .starts_with(&format!("/admin/tenants/{}", tenant.id)));
+    let usage_table = browser.text_of("#usage").await;
+    assert!(usage_table.contains("gpt-4o-mini") && usage_table.contains("$1.50"));
+    assert!(usage_table.contains("claude-3-5-haiku") && usage_table.contains("$0.50"));
+    web.find(Locator::Css("svg")).await.unwrap();
+    browser.screenshot("dashboard-tenant").await;
+
+    // Revoke with the CSRF field taken out of the form: refused, and the key still works.
+    let tenant_page = browser.path().await;
+    let revoke_button = "#keys button[data-key]";
+    let key_id = web
+        .find(Locator::Css(revoke_button))
+        .await
+        .unwrap()
+        .attr("data-key")
+        .await
+        .unwrap()
+        .unwrap();
+    let revoke_path = format!("/admin/tenants/{}/keys/{key_id}/revoke", tenant.id);
+    web.execute(
+        "document.querySelector(arguments[0]).form.querySelector('input[name=csrf]').remove()",
+        vec![revoke_button.into()],
+    )
+    .await
+    .unwrap();
+    web.find(Locator::Css(revoke_button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.wait_for_path(&revoke_path).await, revoke_path);
+    let refusal = web.source().await.unwrap();
+    assert!(refusal.contains("csrf_failed"), "{refusal}");
+    browser.screenshot("dashboard-csrf-refused").await;
+    assert_eq!(whoami_status(&app, &tenant.api_key).await, StatusCode::OK);
+
+    // Revoke from the page as it is served: the key is refused from then on and the page says so.
+    web.goto(&format!("{base}{tenant_page}")).await.unwrap();
+    web.find(Locator::Css(revoke_button))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let keys = browser.wait_for_text("#keys", "revoked").await;
+    assert!(keys.contains("revoked"), "{keys}");
+    assert!(browser
+        .path()
+        .await
+        .starts_with(&format!("/admin/tenants/{}", tenant.id)));
+    assert_eq!(
+        whoami_status(&app, &tenant.api_key).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Credentials and audit pages.
+    web.find(Locator::LinkText("Credentials"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.wait_for_path("/admin/credentials").await,
+        "/admin/credentials"
+    );
+    browser.screenshot("dashboard-credentials").await;
+    web.find(Locator::LinkText("Audit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.wait_for_path("/admin/audit").await, "/admin/audit");
+    let audit = browser.text_of("main").await;
+    assert!(audit.contains("Hash chain intact") && audit.contains("api_key.revoked"));
+    browser.screenshot("dashboard-audit").await;
+
+    // On a phone-sized window the page does not scroll sideways (wide tables scroll inside their box).
+    web.set_window_size(390, 844).await.unwrap();
+    web.goto(&format!("{base}/admin")).await.unwrap();
+    let fits = web
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, serde_json::Value::Bool(true));
+    browser.screenshot("dashboard-overview-phone").await;
+
+    // Logout ends the session: the next visit lands on the login form again.
+    web.find(Locator::Css("form[action='/admin/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(browser.wait_for_path("/admin/login").await, "/admin/login");
+    web.goto(&format!("{base}/admin/audit")).await.unwrap();
+    assert_eq!(browser.path().await, "/admin/login");
+    browser.close().await;
 }

@@ -3,6 +3,7 @@
 //! parallel without sharing state.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod browser;
 mod database;
 mod fake_provider;
 pub mod http;
