@@ -167,7 +167,13 @@ const CLI_ACTOR: &str = "cli";
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().context("loading configuration")?;
-    ragvault_server::telemetry::init(&settings.log, std::io::stderr);
+    // Only the service exports traces; one-shot commands log and exit.
+    let tracing = match cli.command {
+        Command::Serve => settings.tracing.clone(),
+        _ => Default::default(),
+    };
+    let _trace_export = ragvault_server::telemetry::init(&settings.log, &tracing, std::io::stderr)
+        .context("starting trace export")?;
     ragvault_server::telemetry::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

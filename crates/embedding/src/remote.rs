@@ -111,13 +111,16 @@ impl RemoteEmbedder {
         self.leases
             .call_with_lease(&self.key_ref, |lease| {
                 let key_version = lease.version;
-                let request = lease.with_key(|key| match api {
-                    RemoteApi::Openai => self.client.post(&url).bearer_auth(key).json(&body),
-                    RemoteApi::Gemini => self
+                let request = lease.with_key(|key| {
+                    let request = self
                         .client
                         .post(&url)
-                        .header("x-goog-api-key", key)
-                        .json(&body),
+                        .headers(ragvault_telemetry::outgoing_headers())
+                        .json(&body);
+                    match api {
+                        RemoteApi::Openai => request.bearer_auth(key),
+                        RemoteApi::Gemini => request.header("x-goog-api-key", key),
+                    }
                 });
                 async move {
                     let response = request.send().await.map_err(|e| {

@@ -12,6 +12,7 @@ use crate::{
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// What is asked, already pseudonymized.
 #[derive(Clone, Debug)]
@@ -128,9 +129,12 @@ impl ProviderChain {
                 continue;
             }
             let (request, sources_used) = self.request_for(provider, input);
+            let span = generate_span(provider, false);
             let outcome = CallGuard::new(&link.breaker)
                 .run(provider.complete(&request))
+                .instrument(span.clone())
                 .await;
+            record_outcome(&span, &outcome, |r| (r.key_version, Some(r.usage)));
             match outcome {
                 Ok(response) => {
                     return Ok(Answer {
@@ -173,7 +177,14 @@ impl ProviderChain {
                     None => Ok((stream, None)),
                 }
             };
-            match guard.run_open(started).await {
+            // The span covers the call until the first piece arrived; tokens are known only at the end and
+            // are in the usage row and metrics.
+            let span = generate_span(provider, true);
+            let opened = guard.run_open(started).instrument(span.clone()).await;
+            record_outcome(&span, &opened, |((stream, _), _)| {
+                (stream.key_version, None)
+            });
+            match opened {
                 Ok(((stream, first), guard)) => {
                     let rest = stream.items;
                     let head = futures::stream::iter(first.map(Ok));
@@ -295,6 +306,44 @@ impl Drop for CallGuard {
     fn drop(&mut self) {
         if !self.reported {
             self.breaker.release();
+        }
+    }
+}
+
+/// One provider call: which provider, model and key version, and what it cost in tokens. The request text
+/// is never a field.
+fn generate_span(provider: &dyn ChatProvider, stream: bool) -> tracing::Span {
+    tracing::info_span!(
+        "generate",
+        provider = provider.name(),
+        model = provider.model(),
+        stream,
+        key_version = tracing::field::Empty,
+        input_tokens = tracing::field::Empty,
+        output_tokens = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+fn record_outcome<T>(
+    span: &tracing::Span,
+    outcome: &Result<T, GenerationError>,
+    fields: impl Fn(&T) -> (Option<u64>, Option<TokenUsage>),
+) {
+    match outcome {
+        Ok(ok) => {
+            let (key_version, usage) = fields(ok);
+            if let Some(version) = key_version {
+                span.record("key_version", version);
+            }
+            if let Some(usage) = usage {
+                span.record("input_tokens", usage.input_tokens);
+                span.record("output_tokens", usage.output_tokens);
+            }
+            span.record("outcome", "ok");
+        }
+        Err(_) => {
+            span.record("outcome", "failed");
         }
     }
 }

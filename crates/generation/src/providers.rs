@@ -266,7 +266,12 @@ impl HttpProvider {
             .call_with_lease(&self.key_ref, |lease| {
                 let version = lease.version;
                 let builder = lease.with_key(|key| {
-                    let builder = self.client.post(url).json(body);
+                    // `traceparent` of the generate span: the provider call joins the caller's trace.
+                    let builder = self
+                        .client
+                        .post(url)
+                        .headers(ragvault_telemetry::outgoing_headers())
+                        .json(body);
                     match api {
                         ProviderApi::Anthropic => builder
                             .header("x-api-key", key)

@@ -404,6 +404,8 @@ pub struct Question<'a> {
     pub groups: Option<&'a [String]>,
     /// Whom a remote embedding of the question is metered to.
     pub who: ragvault_ingest::indexing::EmbeddingFor,
+    /// `tracing.debug_record_prompts`: the pseudonymized question goes into the trace as a `prompt` span.
+    pub record_prompt: bool,
 }
 
 /// The caller as metering names it, for embedding requests made on its behalf.
@@ -432,6 +434,7 @@ pub async fn ground(
         temperature,
         groups,
         who,
+        record_prompt,
     } = asked;
     let generation = generator.for_tenant(tenant).await?;
     if generation.chain.providers().next().is_none() {
@@ -443,6 +446,10 @@ pub async fn ground(
     }
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
     let pseudonymous_question = pseudonymizer.pseudonymize(question);
+    if record_prompt {
+        // A span that is never entered: exported with the trace, never written to a log line.
+        let _prompt = tracing::info_span!("prompt", text = %pseudonymous_question);
+    }
     // A remote embedder is a provider too: it gets the pseudonymized question.
     let search_text = if retriever.indexer.embedder().runs_locally() {
         question.to_owned()

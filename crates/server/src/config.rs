@@ -25,6 +25,8 @@ pub struct Settings {
     pub vault: VaultSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub tracing: TracingSettings,
     pub ingest: IngestSettings,
     pub embedding: EmbeddingSettings,
     pub index: IndexSettings,
@@ -373,6 +375,67 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// OpenTelemetry trace export; off unless `otlp_endpoint` is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP URL (`http://jaeger:4318`); spans are exported as protobuf to `/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    pub service_name: String,
+    /// Fraction of new traces kept (a caller's sampled `traceparent` is always followed).
+    pub sample_ratio: f64,
+    pub export_delay_ms: u64,
+    pub export_timeout_ms: u64,
+    /// Debug only: adds the pseudonymized question as a `prompt` span. Never on in production: traces then
+    /// hold user text.
+    pub debug_record_prompts: bool,
+}
+
+impl Default for TracingSettings {
+    fn default() -> Self {
+        TracingSettings {
+            otlp_endpoint: None,
+            service_name: "ragvault".to_owned(),
+            sample_ratio: 1.0,
+            export_delay_ms: 2000,
+            export_timeout_ms: 5000,
+            debug_record_prompts: false,
+        }
+    }
+}
+
+impl TracingSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                problems
+                    .push("tracing.otlp_endpoint: must be an http:// or https:// URL".to_owned());
+            }
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            problems.push("tracing.sample_ratio: must be between 0 and 1".to_owned());
+        }
+        if self.export_delay_ms == 0 || self.export_timeout_ms == 0 {
+            problems
+                .push("tracing.export_delay_ms, export_timeout_ms: must be at least 1".to_owned());
+        }
+        problems
+    }
+
+    pub fn otlp_export(&self) -> Option<ragvault_telemetry::OtlpExport> {
+        self.otlp_endpoint
+            .as_ref()
+            .map(|endpoint| ragvault_telemetry::OtlpExport {
+                endpoint: endpoint.clone(),
+                service_name: self.service_name.clone(),
+                sample_ratio: self.sample_ratio,
+                export_delay: std::time::Duration::from_millis(self.export_delay_ms),
+                export_timeout: std::time::Duration::from_millis(self.export_timeout_ms),
+            })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -543,6 +606,7 @@ impl Settings {
     /// Every problem with the values, as `key: what is wrong`. Pure: touches no file or network.
     fn problems(&self) -> Vec<String> {
         let mut problems = self.widget.problems();
+        problems.extend(self.tracing.problems());
         let url = &self.database.url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push("database.url: must be a postgres:// or postgresql:// URL".to_owned());
@@ -930,6 +994,28 @@ mod tests {
         let settings = load(&borrowed).unwrap();
         assert_eq!(settings.credentials.backend, CredentialsBackend::Vault);
         assert_eq!(settings.index.backend, IndexBackend::Qdrant);
+        assert_eq!(
+            settings.tracing.otlp_endpoint.as_deref(),
+            Some("http://jaeger:4318")
+        );
+    }
+
+    #[test]
+    fn trace_export_is_off_by_default_and_bad_values_are_named() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.tracing.otlp_export().is_none());
+        for (key, value, named) in [
+            (
+                "tracing.otlp_endpoint",
+                "\"jaeger:4318\"",
+                "tracing.otlp_endpoint",
+            ),
+            ("tracing.sample_ratio", "1.5", "tracing.sample_ratio"),
+            ("tracing.export_delay_ms", "0", "tracing.export_delay_ms"),
+        ] {
+            let error = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(error.contains(named), "{key}: {error}");
+        }
     }
 
     #[test]

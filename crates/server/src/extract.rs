@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use ragvault_gateway::{BrowserContext, Principal, RequestContext};
+use tracing::Instrument;
 
 /// The tenant (id or slug) a widget page says it belongs to; a widget token for another tenant is refused.
 pub const TENANT_HINT_HEADER: &str = "x-ragvault-tenant";
@@ -138,7 +139,27 @@ impl FromRequestParts<AppState> for Caller {
                 .get(TENANT_HINT_HEADER)
                 .and_then(|v| v.to_str().ok()),
         };
-        let principal = state.access.authenticate(header, &browser).await?;
+        let auth = tracing::info_span!(
+            "auth",
+            actor = tracing::field::Empty,
+            outcome = tracing::field::Empty
+        );
+        let authenticated = state
+            .access
+            .authenticate(header, &browser)
+            .instrument(auth.clone())
+            .await;
+        // The actor is a key id or widget subject, never the presented secret.
+        match &authenticated {
+            Ok(principal) => {
+                auth.record("actor", principal.actor());
+                auth.record("outcome", "ok");
+            }
+            Err(_) => {
+                auth.record("outcome", "refused");
+            }
+        }
+        let principal = authenticated?;
         let request_id = parts
             .extensions
             .get::<RequestId>()

@@ -39,7 +39,12 @@ pub async fn request_envelope(
         method = %req.method(),
         path = %req.uri().path(),
         actor = tracing::field::Empty,
+        otel.kind = "server",
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
     );
+    // A caller's `traceparent` makes this request part of its trace (when traces are exported at all).
+    ragvault_telemetry::continue_trace(&span, req.headers());
     let started = Instant::now();
     let response = next.run(req).instrument(span.clone()).await;
     // The route template, never the raw path: ids in paths would make a series per document.
@@ -53,6 +58,13 @@ pub async fn request_envelope(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let status = response.status().as_u16();
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status);
+    if let Some(traceparent) = ragvault_telemetry::traceparent_of(&span) {
+        response
+            .headers_mut()
+            .insert(ragvault_telemetry::TRACEPARENT, traceparent);
+    }
     let elapsed = started.elapsed();
     http_metrics.observe(&[&route, method.as_str(), &status.to_string()], elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
@@ -77,7 +89,18 @@ pub async fn tag_route(req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let mut response = next.run(req).await;
+    // The handler's span, named by method and route template (`POST /v1/ask`) as trace viewers list
+    // operations: an OpenTelemetry span cannot be renamed once it has children, and the outer request span
+    // starts before routing.
+    let handler = tracing::info_span!(
+        "handler",
+        otel.name = format!(
+            "{} {}",
+            req.method(),
+            route.as_deref().unwrap_or("unmatched")
+        ),
+    );
+    let mut response = next.run(req).instrument(handler).await;
     if let Some(route) = route {
         response.extensions_mut().insert(RouteTemplate(route));
     }

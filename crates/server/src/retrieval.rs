@@ -11,6 +11,7 @@ use ragvault_search::{keyword, reciprocal_rank_fusion, VectorQuery};
 use ragvault_store::Store;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use tracing::Instrument;
 
 /// Characters of chunk text in a snippet.
 const SNIPPET_CHARS: usize = 280;
@@ -74,12 +75,20 @@ impl Retriever {
         query: &RetrievalQuery,
     ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
         let started = std::time::Instant::now();
-        let (chunks, embed_time) = self.search(tenant, query).await?;
         let mode = match query.mode {
             SearchMode::Vector => "vector",
             SearchMode::Keyword => "keyword",
             SearchMode::Hybrid => "hybrid",
         };
+        // Counts and the mode only: the query text stays out of traces.
+        let span = tracing::info_span!(
+            "search",
+            mode,
+            top_k = query.top_k,
+            chunks = tracing::field::Empty
+        );
+        let (chunks, embed_time) = self.search(tenant, query).instrument(span.clone()).await?;
+        span.record("chunks", chunks.len());
         self.metrics
             .observe(&[mode], started.elapsed().saturating_sub(embed_time));
         Ok((chunks, embed_time))
@@ -126,9 +135,16 @@ impl Retriever {
                 return Ok((Vec::new(), std::time::Duration::ZERO));
             }
             let embed_started = std::time::Instant::now();
+            let embedder = self.indexer.embedder();
             let vector = self
                 .indexer
                 .embed(&query.who, std::slice::from_ref(&query.text))
+                .instrument(tracing::info_span!(
+                    "embed",
+                    model = embedder.model_id(),
+                    provider = embedder.billing().map_or("local", |(provider, _)| provider),
+                    texts = 1
+                ))
                 .await?
                 .pop()
                 .unwrap_or_default();
@@ -202,18 +218,10 @@ impl Retriever {
         let top: Vec<(PointId, f32)> = ranked.into_iter().take(query.top_k).collect();
         let ids: Vec<PointId> = top.iter().map(|(id, _)| *id).collect();
         let scores: HashMap<PointId, f32> = top.into_iter().collect();
-        // Points whose chunk went away since the index saw them are skipped here.
-        let chunks = self.content.open_points(tenant, &ids).await?;
-        let mut document_ids: Vec<DocumentId> = chunks.iter().map(|c| c.document_id).collect();
-        document_ids.sort_by_key(|d| d.0);
-        document_ids.dedup();
-        let names: HashMap<DocumentId, String> = self
-            .content
-            .document_summaries(tenant, &document_ids)
-            .await?
-            .into_iter()
-            .map(|d| (d.id, d.name))
-            .collect();
+        let unseal =
+            tracing::info_span!("unseal", points = ids.len(), chunks = tracing::field::Empty);
+        let (chunks, names) = self.open(tenant, &ids).instrument(unseal.clone()).await?;
+        unseal.record("chunks", chunks.len());
         let mut out = Vec::with_capacity(chunks.len());
         for chunk in chunks {
             // A document replaced between the two reads: its chunks went with it.
@@ -232,6 +240,35 @@ impl Retriever {
             });
         }
         Ok((out, embed_time))
+    }
+}
+
+impl Retriever {
+    /// Decrypts the chunks behind `ids` and their documents' names. Points whose chunk went away since the
+    /// index saw them are skipped.
+    async fn open(
+        &self,
+        tenant: TenantId,
+        ids: &[PointId],
+    ) -> Result<
+        (
+            Vec<ragvault_ingest::sealed::OpenedChunk>,
+            HashMap<DocumentId, String>,
+        ),
+        ContentError,
+    > {
+        let chunks = self.content.open_points(tenant, ids).await?;
+        let mut document_ids: Vec<DocumentId> = chunks.iter().map(|c| c.document_id).collect();
+        document_ids.sort_by_key(|d| d.0);
+        document_ids.dedup();
+        let names = self
+            .content
+            .document_summaries(tenant, &document_ids)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.name))
+            .collect();
+        Ok((chunks, names))
     }
 }
 

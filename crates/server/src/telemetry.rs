@@ -1,30 +1,67 @@
-//! Logging setup. Log lines carry ids, never keys: secrets are `Secret` values that format as `[redacted]`,
-//! and the request logger records only method, path, status and latency.
+//! Logging and trace export setup. Log lines carry ids, never keys: secrets are `Secret` values that format as
+//! `[redacted]`, and the request logger records only method, path, status and latency. Spans go to an OTLP
+//! collector only when `tracing.otlp_endpoint` is set; they carry the same kind of fields as log lines.
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TracingSettings};
+use ragvault_telemetry::{TelemetryError, TraceExport};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber, writing to `writer`. `RUST_LOG`, when set, overrides `log.level`.
-pub fn init<W>(settings: &LogSettings, writer: W)
+/// Installs the global subscriber, writing logs to `writer` and exporting spans when configured. Keep the
+/// returned exporter alive for the life of the process: dropping it flushes and stops export. `RUST_LOG`, when
+/// set, overrides `log.level`.
+pub fn init<W>(
+    log: &LogSettings,
+    tracing: &TracingSettings,
+    writer: W,
+) -> Result<Option<TraceExport>, TelemetryError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let (subscriber, export) = subscriber(log, tracing, writer)?;
+    // A second call (tests) keeps the first subscriber instead of panicking.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    Ok(export)
+}
+
+/// The subscriber [`init`] installs, for callers that scope it themselves (a test's own trace export).
+pub fn subscriber<W>(
+    log: &LogSettings,
+    tracing: &TracingSettings,
+    writer: W,
+) -> Result<(impl tracing::Subscriber + Send + Sync, Option<TraceExport>), TelemetryError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    // try_init: a second call (tests) keeps the first subscriber instead of panicking.
-    let _ = match settings.format {
-        LogFormat::Json => builder
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
     };
+    let export = tracing
+        .otlp_export()
+        .map(|o| TraceExport::start(&o))
+        .transpose()?;
+    // Only ragvault's own spans and events are exported, whatever the log level: libraries' spans (sqlx,
+    // hyper) would carry statement text and connection details into a system outside the boundary.
+    let traces = export.as_ref().map(|e| {
+        e.layer()
+            .with_filter(Targets::new().with_target("ragvault", tracing::Level::INFO))
+    });
+    Ok((Registry::default().with(logs).with(traces), export))
 }
 
 /// Replaces the default panic hook, which prints the panic message to stderr: a message may contain request

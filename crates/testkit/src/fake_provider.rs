@@ -43,6 +43,8 @@ struct Shared {
     reply: Mutex<Option<String>>,
     /// Every chat request body received, in order.
     chat_bodies: Mutex<Vec<Value>>,
+    /// The `traceparent` header of every chat request ("" when absent), in order.
+    chat_traceparents: Mutex<Vec<String>>,
     streams_completed: AtomicU64,
     streams_abandoned: AtomicU64,
 }
@@ -139,6 +141,11 @@ impl FakeProvider {
     /// Every chat request body received so far.
     pub fn chat_bodies(&self) -> Vec<Value> {
         lock(&self.shared.chat_bodies).clone()
+    }
+
+    /// The `traceparent` header of every chat request so far ("" when it had none).
+    pub fn chat_traceparents(&self) -> Vec<String> {
+        lock(&self.shared.chat_traceparents).clone()
     }
 
     /// Streams sent to the end / dropped by the client before the end.
@@ -293,6 +300,13 @@ async fn chat(
         return refused;
     }
     lock(&shared.chat_bodies).push(body.clone());
+    lock(&shared.chat_traceparents).push(
+        headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+    );
     let latency = *lock(&shared.latency);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

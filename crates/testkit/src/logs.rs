@@ -34,7 +34,9 @@ pub(crate) fn install() {
             format: LogFormat::Json,
             level: "debug".to_owned(),
         };
-        ragvault_server::telemetry::init(&settings, move || capture.clone());
+        let _ = ragvault_server::telemetry::init(&settings, &Default::default(), move || {
+            capture.clone()
+        });
     });
 }
 
@@ -52,6 +54,6 @@ pub fn log_to_stderr(level: &str) {
             format: LogFormat::Json,
             level: level.to_owned(),
         };
-        ragvault_server::telemetry::init(&settings, std::io::stderr);
+        let _ = ragvault_server::telemetry::init(&settings, &Default::default(), std::io::stderr);
     });
 }

@@ -126,6 +126,7 @@ pub async fn ask(
             temperature: limits.temperature,
             groups: caller.principal.access_groups(),
             who: answer::embedding_for(&caller, tenant),
+            record_prompt: state.settings.tracing.debug_record_prompts,
         },
     )
     .await?;

@@ -156,6 +156,7 @@ pub async fn chat_completions(
             temperature,
             groups: caller.principal.access_groups(),
             who: answer::embedding_for(&caller, tenant),
+            record_prompt: state.settings.tracing.debug_record_prompts,
         },
     )
     .await?;
