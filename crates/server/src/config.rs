@@ -243,7 +243,7 @@ pub struct IndexSettings {
     pub qdrant_collection_prefix: String,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SearchMode {
     Vector,

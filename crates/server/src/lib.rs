@@ -10,6 +10,7 @@ mod embedding_meter;
 mod error;
 mod extract;
 mod middleware;
+pub mod openapi;
 mod policy;
 pub mod policy_files;
 mod retention;

@@ -21,14 +21,28 @@ fn operator(caller: &Caller) -> Result<(), ApiError> {
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
     slug: String,
+    /// `production` (default) or `sandbox`.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     environment: Environment,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants",
+    tag = "admin",
+    summary = "Create a tenant and its first API key",
+    request_body = CreateTenantRequest,
+    responses(
+        (status = 201, body = crate::openapi::CreatedTenant),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,6 +72,17 @@ pub async fn create_tenant(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants",
+    tag = "admin",
+    summary = "Every tenant",
+    responses(
+        (status = 200, body = crate::openapi::TenantList),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_tenants(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,6 +92,18 @@ pub async fn list_tenants(
     Ok(Json(json!({ "tenants": tenants })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant_id}",
+    tag = "admin",
+    summary = "One tenant",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::Tenant),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,16 +114,33 @@ pub async fn get_tenant(
     Ok(Json(json!(tenant)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantRequest {
+    /// `active` or `suspended`.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     status: Option<TenantStatus>,
+    /// The whole policy (replaces the stored one); keys as in the README's policy table.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     policy: Option<TenantPolicy>,
 }
 
 /// Suspends or resumes a tenant (its keys are refused on the next request) and/or replaces its policy.
+#[utoipa::path(
+    patch,
+    path = "/v1/admin/tenants/{tenant_id}",
+    tag = "admin",
+    summary = "Suspend or resume a tenant and/or replace its policy",
+    request_body = UpdateTenantRequest,
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::Tenant),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn update_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -120,6 +174,18 @@ pub async fn update_tenant(
     Ok(Json(json!(tenant)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant_id}/api-keys",
+    tag = "admin",
+    summary = "A tenant's API keys",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::ApiKeyList),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,6 +198,19 @@ pub async fn list_keys(
     Ok(Json(json!({ "api_keys": keys })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant_id}/api-keys",
+    tag = "admin",
+    summary = "Issue an API key for a tenant",
+    request_body = crate::routes::keys::IssueKeyRequest,
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 201, body = crate::openapi::IssuedApiKey),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn issue_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +233,18 @@ pub async fn issue_key(
     Ok((StatusCode::CREATED, Json(issued_key_body(&issued))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tenants/{tenant_id}/api-keys/{key_id}",
+    tag = "admin",
+    summary = "Revoke a tenant's API key",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"), ("key_id" = Uuid, Path, description = "API key id")),
+    responses(
+        (status = 200, body = crate::openapi::ApiKey),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,18 +258,33 @@ pub async fn revoke_key(
     Ok(Json(json!(key)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Only this tenant's events.
     #[serde(default)]
     tenant: Option<Uuid>,
     #[serde(default)]
+    /// Events after this id (`next_after` of the previous page).
     after: Option<i64>,
+    /// 1 to 1000, default 100.
     #[serde(default)]
     limit: Option<i64>,
 }
 
 /// Walks the audit hash chain: `{intact, checked, head_seq, first_bad_seq, problem}`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit/verify",
+    tag = "admin",
+    summary = "Walk the audit hash chain",
+    responses(
+        (status = 200, body = crate::openapi::AuditVerification),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn verify_audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,6 +301,17 @@ pub async fn verify_audit(
 }
 
 /// Key ids that still verify widget tokens, newest first (never key material).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/widget-signing-keys",
+    tag = "admin",
+    summary = "Widget signing key ids that still verify tokens",
+    responses(
+        (status = 200, body = crate::openapi::WidgetSigningKeys),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_widget_signing_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,6 +322,17 @@ pub async fn list_widget_signing_keys(
 }
 
 /// Starts a new widget signing key; tokens signed with the old one verify until they expire.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/widget-signing-keys/rotate",
+    tag = "admin",
+    summary = "Start a new widget signing key",
+    responses(
+        (status = 200, body = crate::openapi::WidgetSigningKeyRotated),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_widget_signing_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -218,6 +346,18 @@ pub async fn rotate_widget_signing_key(
     Ok(Json(json!({ "kid": kid })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    summary = "Audit events, oldest first, paged by `after`",
+    params(AuditQuery),
+    responses(
+        (status = 200, body = crate::openapi::AuditPage),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_audit(
     State(state): State<AppState>,
     caller: Caller,
@@ -241,6 +381,18 @@ pub async fn list_audit(
 }
 
 /// Deletes the tenant and crypto-shreds its content (its KEK is destroyed).
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tenants/{tenant_id}",
+    tag = "admin",
+    summary = "Delete a tenant and crypto-shred its content (its KEK is destroyed)",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::TenantDeleted),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete_tenant(
     State(state): State<AppState>,
     caller: Caller,
@@ -268,6 +420,18 @@ pub async fn delete_tenant(
 }
 
 /// Rotates the tenant's KEK and rewraps its data keys; new writes use a new content key.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant_id}/rotate-keys",
+    tag = "admin",
+    summary = "Rotate the tenant's KEK and start re-encrypting its content",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::KeyRotation),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -287,6 +451,18 @@ pub async fn rotate_keys(
 }
 
 /// How many of the tenant's chunks are sealed under its current content key.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant_id}/reencryption",
+    tag = "admin",
+    summary = "Re-encryption progress after a rotation",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::Reencryption),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn reencryption(
     State(state): State<AppState>,
     caller: Caller,
@@ -347,8 +523,9 @@ pub(crate) fn content_error(err: ragvault_ingest::sealed::ContentError) -> ApiEr
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// A tenant id or slug; all tenants when absent.
     #[serde(default)]
@@ -358,7 +535,9 @@ pub struct UsageQuery {
     from: Option<String>,
     #[serde(default)]
     to: Option<String>,
+    /// `day` (default), `model`, `provider` or `day_model`.
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     group_by: Option<ragvault_store::UsageGrouping>,
 }
 
@@ -377,6 +556,18 @@ fn parse_day(name: &str, value: &str) -> Result<time::Date, ApiError> {
 }
 
 /// Spend rows in micro-USD from the daily rollups, grouped by day, model or provider.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/usage",
+    tag = "admin",
+    summary = "Spend in micro-USD from the daily rollups",
+    params(UsageQuery),
+    responses(
+        (status = 200, body = crate::openapi::UsageReport),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -419,6 +610,18 @@ pub async fn usage(
 }
 
 /// A tenant's budget this month: the limit in force, what replicas have leased, and what was spent.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant_id}/budget",
+    tag = "admin",
+    summary = "A tenant's budget this month",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::Budget),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn budget(
     State(state): State<AppState>,
     caller: Caller,
@@ -441,6 +644,18 @@ pub async fn budget(
 }
 
 /// Principals suspended by anomaly response (active and lifted), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant_id}/suspensions",
+    tag = "admin",
+    summary = "Keys and widget subjects suspended by anomaly response",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 200, body = crate::openapi::SuspensionList),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_suspensions(
     State(state): State<AppState>,
     caller: Caller,
@@ -452,6 +667,18 @@ pub async fn list_suspensions(
 }
 
 /// Lifts a suspension: the key or widget subject works again on its next request.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant_id}/suspensions/{suspension_id}/lift",
+    tag = "admin",
+    summary = "Lift a suspension",
+    params(("tenant_id" = Uuid, Path, description = "Tenant id"), ("suspension_id" = Uuid, Path, description = "Suspension id")),
+    responses(
+        (status = 200, body = crate::openapi::SuspensionLifted),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn lift_suspension(
     State(state): State<AppState>,
     caller: Caller,
@@ -476,6 +703,18 @@ pub async fn lift_suspension(
 
 /// Re-reads `policies.dir` (as SIGHUP does): `{applied, unchanged, unknown_tenants}`, or 422
 /// `invalid_policy_file` naming every bad file, key and reason (and nothing applied).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/policies/reload",
+    tag = "admin",
+    summary = "Re-read `policies.dir` (as SIGHUP does)",
+    responses(
+        (status = 200, body = crate::openapi::PolicyReload),
+        (status = 422, description = "`invalid_policy_file` with every problem; nothing applied", body = crate::openapi::ErrorEnvelope),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn reload_policies(
     State(state): State<AppState>,
     caller: Caller,

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     query: String,
@@ -102,6 +102,18 @@ pub fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> 
     .unwrap_or_else(|_| HeaderValue::from_static("total"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ask",
+    tag = "retrieval",
+    summary = "A grounded answer with citations (tenant key or widget token, scope `ask`)",
+    request_body = AskRequest,
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, server-sent events `citations`, `delta`, `usage`, `done`", content((crate::openapi::AskResponse = "application/json"), (String = "text/event-stream"))),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn ask(
     State(state): State<AppState>,
     caller: Caller,

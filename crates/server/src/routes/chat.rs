@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 /// Earlier turns kept as history (the newest ones).
 const MAX_HISTORY_MESSAGES: usize = 10;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChatCompletionRequest {
+    /// Echoed back; the tenant's failover chain decides the provider.
     #[serde(default)]
     model: Option<String>,
     messages: Vec<IncomingMessage>,
@@ -48,13 +49,13 @@ pub struct ChatCompletionRequest {
     top_k: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct IncomingMessage {
     role: String,
     #[serde(default)]
@@ -62,13 +63,22 @@ struct IncomingMessage {
 }
 
 /// A string, or OpenAI's array of parts (only `text` parts are read).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Content {
     Text(String),
-    Parts(Vec<Value>),
+    Parts(Vec<ContentPart>),
     #[default]
     Null,
+}
+
+/// One part of a message's content; parts other than `text` (images, audio) are accepted and skipped.
+#[derive(Deserialize, utoipa::ToSchema)]
+struct ContentPart {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
 }
 
 impl Content {
@@ -77,8 +87,8 @@ impl Content {
             Content::Text(s) => s.clone(),
             Content::Parts(parts) => parts
                 .iter()
-                .filter(|p| p["type"] == "text")
-                .filter_map(|p| p["text"].as_str())
+                .filter(|p| p.kind.as_deref() == Some("text"))
+                .filter_map(|p| p.text.as_deref())
                 .collect::<Vec<_>>()
                 .join("\n"),
             Content::Null => String::new(),
@@ -90,6 +100,18 @@ fn openai_error(status: StatusCode, code: &'static str, message: &str) -> ApiErr
     ApiError::new(status, code, message.to_owned())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "retrieval",
+    summary = "OpenAI-compatible chat completions, grounded in the tenant's documents",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "`chat.completion`; with `stream: true`, `chat.completion.chunk` events and `[DONE]`", content((crate::openapi::ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn chat_completions(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,17 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/credentials",
+    tag = "admin",
+    summary = "Provider key leases and the key source (never a key)",
+    responses(
+        (status = 200, body = crate::openapi::Credentials),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     require_operator(&caller.principal)?;
     let source = &state.key_source;
@@ -37,9 +48,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RefreshQuery {
+    /// A tenant's own key instead of the shared one.
     #[serde(default)]
     tenant: Option<Uuid>,
     /// The sandbox key instead of the production one.
@@ -48,6 +61,18 @@ pub struct RefreshQuery {
 }
 
 /// Re-reads a provider key now (after writing a new version, or to confirm a revocation).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/credentials/{provider}/refresh",
+    tag = "admin",
+    summary = "Re-read a provider key now",
+    params(("provider" = String, Path, description = "Provider name"), RefreshQuery),
+    responses(
+        (status = 200, body = crate::openapi::CredentialRefreshed),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     caller: Caller,

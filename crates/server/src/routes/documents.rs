@@ -20,7 +20,7 @@ const MAX_NAME_CHARS: usize = 255;
 const MAX_TAGS: usize = 32;
 const MAX_TAG_CHARS: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     name: String,
@@ -32,7 +32,9 @@ pub struct UploadRequest {
     /// Access groups: only principals holding one of them retrieve this document (none = the whole tenant).
     #[serde(default)]
     groups: Vec<String>,
+    /// Free-form JSON kept (sealed) with the document.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -43,6 +45,18 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
 /// `POST /v1/documents`: a JSON body `{name, content, ...}`, or `multipart/form-data` with a `file` part (its
 /// file name is the document name unless a `name` field is given; optional `content_type`, `tags` (comma
 /// separated) and `metadata` (JSON) fields).
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    tag = "documents",
+    summary = "Upload a document (scope `ingest`): JSON, or multipart with a `file` part",
+    request_body(content((UploadRequest = "application/json"), (crate::openapi::UploadForm = "multipart/form-data"))),
+    responses(
+        (status = 202, description = "Queued: poll the job", body = crate::openapi::DocumentAccepted),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -272,6 +286,18 @@ fn submit_error(err: SubmitError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "documents",
+    summary = "An ingest job's status",
+    params(("job_id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, body = crate::openapi::Job),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn job(
     State(state): State<AppState>,
     caller: Caller,
@@ -296,6 +322,17 @@ pub async fn job(
     Ok(Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    tag = "documents",
+    summary = "The tenant's documents (names, sizes; never text)",
+    responses(
+        (status = 200, body = crate::openapi::DocumentList),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let tenant = require_tenant_scope(&caller.principal, Scope::Ingest)?;
     let documents = state
@@ -306,6 +343,18 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
     Ok(Json(json!({ "documents": documents })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{document_id}",
+    tag = "documents",
+    summary = "One document",
+    params(("document_id" = Uuid, Path, description = "Document id")),
+    responses(
+        (status = 200, body = crate::openapi::Document),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -320,6 +369,18 @@ pub async fn show(
     Ok(Json(json!(document)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/documents/{document_id}",
+    tag = "documents",
+    summary = "Delete a document with its chunks, vectors and index points",
+    params(("document_id" = Uuid, Path, description = "Document id")),
+    responses(
+        (status = 200, body = crate::openapi::DocumentDeleted),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

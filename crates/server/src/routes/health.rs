@@ -8,11 +8,32 @@ use std::time::Duration;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness: the process is up",
+    responses(
+        (status = 200, body = crate::openapi::Health),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when every dependency answers: Postgres and the key source (the index joins when it exists).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness: Postgres, the key source and the index are usable",
+    responses(
+        (status = 200, body = crate::openapi::Readiness),
+        (status = 503, description = "Not ready: `not_ready` with `checks`", body = crate::openapi::ErrorEnvelope),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let postgres = match tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),

@@ -10,7 +10,7 @@ use time::{Duration, OffsetDateTime};
 
 const MAX_NAME_LEN: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueKeyRequest {
     pub scopes: Vec<String>,

@@ -9,6 +9,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use std::fmt::Write;
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Prometheus metrics (text exposition format)",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     state.http_metrics.render(

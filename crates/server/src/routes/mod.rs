@@ -1,14 +1,14 @@
-mod admin;
-mod ask;
-mod chat;
-mod credentials;
+pub(crate) mod admin;
+pub(crate) mod ask;
+pub(crate) mod chat;
+pub(crate) mod credentials;
 mod dashboard;
-mod documents;
-mod health;
-mod keys;
-mod metrics;
-mod search;
-mod tenant;
+pub(crate) mod documents;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod metrics;
+pub(crate) mod search;
+pub(crate) mod tenant;
 
 pub(crate) use admin::content_error;
 pub use credentials::credential_error;
@@ -82,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/whoami", get(tenant::whoami))
         .route(
             "/v1/api-keys",
@@ -166,4 +167,16 @@ pub fn app(state: AppState) -> Router {
             http_metrics,
             middleware::request_envelope,
         ))
+}
+
+/// The API description (`docs/openapi.json` is the same document, checked in).
+async fn openapi_json() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = DOCUMENT.get_or_init(crate::openapi::document_text).clone();
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response()
 }

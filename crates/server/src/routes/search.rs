@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 const MAX_QUERY_CHARS: usize = 4096;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     query: String,
@@ -31,6 +31,18 @@ pub struct SearchRequest {
     tags: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    tag = "retrieval",
+    summary = "Retrieval without generation (scope `ask`)",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = crate::openapi::SearchResponse),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,17 @@ use uuid::Uuid;
 
 /// Who the presented key is: lets integrators (and `ragvault ingest --tenant`) check a key and its scopes
 /// without side effects.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "keys",
+    summary = "Who the presented credential is",
+    responses(
+        (status = 200, body = crate::openapi::Whoami),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn whoami(
     State(state): State<AppState>,
     caller: Caller,
@@ -52,6 +63,17 @@ pub async fn whoami(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "keys",
+    summary = "The tenant's API keys (scope `admin`)",
+    responses(
+        (status = 200, body = crate::openapi::ApiKeyList),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +83,18 @@ pub async fn list_keys(
     Ok(Json(json!({ "api_keys": keys })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "keys",
+    summary = "Issue an API key for the caller's tenant (scope `admin`)",
+    request_body = IssueKeyRequest,
+    responses(
+        (status = 201, body = crate::openapi::IssuedApiKey),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn issue_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,6 +116,18 @@ pub async fn issue_key(
     Ok((StatusCode::CREATED, Json(issued_key_body(&issued))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{key_id}",
+    tag = "keys",
+    summary = "Revoke one of the tenant's keys (scope `admin`)",
+    params(("key_id" = Uuid, Path, description = "API key id")),
+    responses(
+        (status = 200, body = crate::openapi::ApiKey),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,6 +165,18 @@ fn within_caller_groups(
 
 /// Mints a widget token for the caller's tenant (scope `tokens`). The token is shown once; nothing about it
 /// is stored, so minting one per page view costs no database write.
+#[utoipa::path(
+    post,
+    path = "/v1/widget-tokens",
+    tag = "keys",
+    summary = "Mint a short-lived widget token (scope `tokens`); it carries scope `ask` only",
+    request_body = crate::openapi::WidgetTokenRequest,
+    responses(
+        (status = 200, body = crate::openapi::WidgetToken),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn mint_widget_token(
     State(state): State<AppState>,
     caller: Caller,
