@@ -318,8 +318,54 @@ async fn the_dashboard_works_in_headless_chromium() {
     web.find(Locator::Css("svg")).await.unwrap();
     browser.screenshot("dashboard-tenant").await;
 
-    // Revoke with the CSRF field taken out of the form: refused, and the key still works.
     let tenant_page = browser.path().await;
+    // Revoke an end user's widget access from the page: its subject is suspended, its tokens refused.
+    let minted = app
+        .client
+        .post(app.url("/v1/widget-tokens"))
+        .bearer_auth(&tenant.api_key)
+        .json(&serde_json::json!({"subject": "visitor-7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), StatusCode::OK);
+    let widget_token = minted.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let widget_ask = || async {
+        app.client
+            .post(app.url("/v1/ask"))
+            .bearer_auth(&widget_token)
+            .json(&serde_json::json!({"query": "anything?"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(widget_ask().await.status(), StatusCode::OK);
+    web.find(Locator::Css("#suspend-subject input[name=subject]"))
+        .await
+        .unwrap()
+        .send_keys("visitor-7")
+        .await
+        .unwrap();
+    web.find(Locator::Css("#suspend-subject button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let suspended = browser
+        .wait_for_text("#suspensions", "subject:visitor-7")
+        .await;
+    assert!(suspended.contains("subject:visitor-7"), "{suspended}");
+    let refused = widget_ask().await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "principal_suspended");
+    web.goto(&format!("{base}{tenant_page}")).await.unwrap();
+
+    // Revoke with the CSRF field taken out of the form: refused, and the key still works.
     let revoke_button = "#keys button[data-key]";
     let key_id = web
         .find(Locator::Css(revoke_button))

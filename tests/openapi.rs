@@ -459,6 +459,29 @@ async fn every_route_answers_as_the_document_describes() {
     )
     .await;
     assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    let suspend = (
+        Method::POST,
+        "/v1/admin/tenants/{tenant_id}/suspensions",
+        t("/suspensions"),
+    );
+    let suspended = exchange(
+        c,
+        &app,
+        (suspend.0.clone(), suspend.1, &suspend.2),
+        Some(op),
+        Some(json!({"principal": "subject:visitor-1", "note": "contract test"})),
+    )
+    .await;
+    assert_eq!(suspended.status, StatusCode::CREATED, "{}", suspended.body);
+    let again = exchange(
+        c,
+        &app,
+        (suspend.0.clone(), suspend.1, &suspend.2),
+        Some(op),
+        Some(json!({"principal": "subject:visitor-1"})),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
     exchange(
         c,
         &app,

@@ -301,6 +301,14 @@ pub fn tenant_page(view: &TenantDetail, csrf: &str) -> String {
         );
     }
     body.push_str("</tbody></table></div><h2>Suspended keys and widget subjects</h2>");
+    // Widget tokens are not stored: an end user's access is revoked by suspending its subject.
+    let _ = write!(
+        body,
+        "<form class=\"range\" id=\"suspend-subject\" method=\"post\" action=\"/admin/tenants/{id}/subjects/suspend\">{}\
+         <label>Widget subject <input name=\"subject\" required maxlength=\"128\" autocomplete=\"off\"></label>\
+         <button type=\"submit\">Suspend</button></form>",
+        csrf_field(csrf)
+    );
     if view.suspensions.is_empty() {
         body.push_str("<p class=\"empty\">None.</p>");
     } else {
@@ -455,7 +463,7 @@ mod tests {
             "tok-123",
         );
         let posts = page.matches("method=\"post\"").count();
-        assert_eq!(posts, 3, "{page}"); // logout, revoke, lift
+        assert_eq!(posts, 4, "{page}"); // logout, revoke, suspend subject, lift
         assert_eq!(
             page.matches("name=\"csrf\" value=\"tok-123\"").count(),
             posts

@@ -27,6 +27,6 @@ pub use metering::{Metering, UsageMetrics};
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{
-    is_widget_token, valid_group_names, MintRequest, MintedToken, WidgetTokenSettings,
-    WidgetTokens, MAX_GROUPS, MAX_GROUP_CHARS, WIDGET_TOKEN_PREFIX,
+    check_subject, is_widget_token, valid_group_names, MintRequest, MintedToken,
+    WidgetTokenSettings, WidgetTokens, MAX_GROUPS, MAX_GROUP_CHARS, WIDGET_TOKEN_PREFIX,
 };

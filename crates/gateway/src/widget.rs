@@ -60,6 +60,17 @@ impl Default for WidgetTokenSettings {
     }
 }
 
+/// A widget subject (an end-user id the tenant's backend chose): 1 to 128 printable characters.
+pub fn check_subject(subject: &str) -> Result<(), GatewayError> {
+    let printable = subject.chars().all(|c| !c.is_control());
+    if subject.is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS || !printable {
+        return Err(GatewayError::InvalidSubject {
+            max_chars: MAX_SUBJECT_CHARS,
+        });
+    }
+    Ok(())
+}
+
 /// What a tenant asks for when minting.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,12 +232,7 @@ impl WidgetTokens {
             }
         }
         if let Some(subject) = &request.subject {
-            let printable = subject.chars().all(|c| !c.is_control());
-            if subject.is_empty() || subject.chars().count() > MAX_SUBJECT_CHARS || !printable {
-                return Err(GatewayError::InvalidSubject {
-                    max_chars: MAX_SUBJECT_CHARS,
-                });
-            }
+            check_subject(subject)?;
         }
         if !valid_group_names(&request.groups) {
             return Err(GatewayError::InvalidGroups {

@@ -679,14 +679,9 @@ pub async fn admit(
     tenant: TenantId,
 ) -> Result<Arc<TenantGeneration>, ApiError> {
     let generation = state.generator.for_tenant(tenant).await?;
-    let suspends = generation.anomaly.action == ragvault_gateway::AnomalyAction::Suspend;
-    let scope = ragvault_gateway::principal_scope(&caller.principal);
-    if let (true, Some(scope)) = (suspends, &scope) {
-        if state
-            .store
-            .is_suspended(tenant, std::slice::from_ref(scope))
-            .await?
-        {
+    // Suspensions hold until lifted, whoever made them and whatever the policy says now.
+    if let Some(scope) = ragvault_gateway::principal_scope(&caller.principal) {
+        if state.suspensions.is_suspended(tenant, &scope).await? {
             return Err(principal_suspended());
         }
     }
@@ -734,8 +729,8 @@ async fn respond_to_anomalies(
                 .request_id(Some(caller.request_id.clone()))
                 .details(details.clone());
             state
-                .store
-                .suspend_principal(spike.tenant_id, &spike.scope, &details, &audit)
+                .suspensions
+                .suspend(spike.tenant_id, &spike.scope, &details, &audit)
                 .await?;
             suspended = true;
         }

@@ -17,6 +17,7 @@ mod retention;
 mod retrieval;
 mod routes;
 mod state;
+pub mod suspensions;
 pub mod telemetry;
 mod webhook;
 
@@ -378,6 +379,7 @@ impl Application {
             )),
             search_metrics: retriever.metrics.clone(),
             webhook_stats,
+            suspensions: Arc::new(suspensions::Suspensions::new(store.clone())),
             limiter: Arc::new(ragvault_gateway::RateLimiter::new()),
             anomalies: Arc::new(ragvault_gateway::AnomalyDetector::new()),
             budgets,

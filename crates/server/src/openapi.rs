@@ -445,6 +445,12 @@ pub struct Suspension {
 }
 
 #[derive(ToSchema)]
+pub struct Suspended {
+    /// The principal as stored (`subject:...` or `api_key:<id>`).
+    suspended: String,
+}
+
+#[derive(ToSchema)]
 pub struct SuspensionLifted {
     lifted: Uuid,
 }
@@ -618,6 +624,7 @@ use crate::routes::{admin, ask, chat, credentials, documents, health, metrics, s
         admin::budget,
         admin::reload_policies,
         admin::list_suspensions,
+        admin::suspend,
         admin::lift_suspension,
         admin::list_widget_signing_keys,
         admin::rotate_widget_signing_key,
@@ -639,9 +646,10 @@ pub fn document() -> Value {
     serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null)
 }
 
-/// Pretty JSON with a final newline: the checked-in file's exact form.
+/// Pretty JSON with a final newline: the checked-in file's exact form. Serialized from utoipa's own types (not
+/// through `serde_json::Value`, whose key order depends on a cargo feature another crate may switch on).
 pub fn document_text() -> String {
-    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
+    let mut text = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
     text.push('\n');
     text
 }

@@ -34,6 +34,8 @@ pub struct AppState {
     pub search_metrics: Arc<ragvault_metrics::HistogramVec>,
     /// Soft budget threshold webhook deliveries.
     pub webhook_stats: Arc<crate::webhook::WebhookStats>,
+    /// Suspended keys and widget subjects, cached per tenant.
+    pub suspensions: Arc<crate::suspensions::Suspensions>,
     /// Present when the database login is leased from Vault.
     pub db_login: Option<Arc<crate::db_login::DatabaseLogin>>,
 }

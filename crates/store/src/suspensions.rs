@@ -67,6 +67,16 @@ impl Store {
         .await?)
     }
 
+    /// The principals suspended now (usually none): what a replica caches to check requests against.
+    pub async fn active_suspensions(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT principal FROM suspensions WHERE tenant_id = $1 AND lifted_at IS NULL",
+        )
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn list_suspensions(
         &self,
         tenant: TenantId,

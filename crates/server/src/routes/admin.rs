@@ -666,6 +666,49 @@ pub async fn list_suspensions(
     Ok(Json(json!({ "suspensions": suspensions })))
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendRequest {
+    /// `subject:<widget subject>` (every token minted for that end user) or `api_key:<key id>`.
+    principal: String,
+    /// Why, for the audit log (at most 200 characters kept).
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Suspends a widget subject or an API key of the tenant: its requests are refused (`403 principal_suspended`)
+/// until an operator lifts it.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant_id}/suspensions",
+    tag = "admin",
+    summary = "Suspend a widget subject or an API key",
+    request_body = SuspendRequest,
+    params(("tenant_id" = Uuid, Path, description = "Tenant id")),
+    responses(
+        (status = 201, body = crate::openapi::Suspended),
+        (status = "default", description = "Error envelope with a stable `code`", body = crate::openapi::ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(tenant_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<SuspendRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    operator(&caller)?;
+    let principal = crate::suspensions::suspend_by_operator(
+        &state,
+        TenantId(tenant_id),
+        &request.principal,
+        request.note.as_deref(),
+        &caller.context(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "suspended": principal }))))
+}
+
 /// Lifts a suspension: the key or widget subject works again on its next request.
 #[utoipa::path(
     post,
@@ -692,8 +735,8 @@ pub async fn lift_suspension(
         .tenant(tenant_id)
         .target(format!("suspension:{suspension_id}"));
     if !state
-        .store
-        .lift_suspension(tenant_id, suspension_id, &caller.principal.actor(), &audit)
+        .suspensions
+        .lift(tenant_id, suspension_id, &caller.principal.actor(), &audit)
         .await?
     {
         return Err(ApiError::not_found("active suspension"));

@@ -533,6 +533,35 @@ pub async fn revoke_key(
     Ok(Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response())
 }
 
+#[derive(Deserialize)]
+pub struct SuspendSubjectForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    subject: String,
+}
+
+/// Suspends a widget subject from the tenant page (every token minted for that end user is refused).
+pub async fn suspend_subject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant_id): Path<Uuid>,
+    Form(form): Form<SuspendSubjectForm>,
+) -> Result<Response, Response> {
+    let session = session_for_post(&state, &headers, &form.csrf).await?;
+    let ctx = RequestContext::new(session.principal.actor(), None);
+    crate::suspensions::suspend_by_operator(
+        &state,
+        TenantId(tenant_id),
+        &format!("subject:{}", form.subject.trim()),
+        Some("suspended from the dashboard"),
+        &ctx,
+    )
+    .await
+    .map_err(IntoResponse::into_response)?;
+    Ok(Redirect::to(&format!("/admin/tenants/{tenant_id}")).into_response())
+}
+
 pub async fn lift_suspension(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -546,8 +575,8 @@ pub async fn lift_suspension(
         .tenant(tenant)
         .target(format!("suspension:{suspension_id}"));
     if let Err(e) = state
-        .store
-        .lift_suspension(tenant, suspension_id, &session.principal.actor(), &audit)
+        .suspensions
+        .lift(tenant, suspension_id, &session.principal.actor(), &audit)
         .await
     {
         return Err(ApiError::from(e).into_response());

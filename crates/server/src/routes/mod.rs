@@ -74,6 +74,10 @@ pub fn app(state: AppState) -> Router {
             post(dashboard::revoke_key),
         )
         .route(
+            "/admin/tenants/{tenant_id}/subjects/suspend",
+            post(dashboard::suspend_subject),
+        )
+        .route(
             "/admin/tenants/{tenant_id}/suspensions/{suspension_id}/lift",
             post(dashboard::lift_suspension),
         )
@@ -133,7 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/policies/reload", post(admin::reload_policies))
         .route(
             "/v1/admin/tenants/{tenant_id}/suspensions",
-            get(admin::list_suspensions),
+            get(admin::list_suspensions).post(admin::suspend),
         )
         .route(
             "/v1/admin/tenants/{tenant_id}/suspensions/{suspension_id}/lift",
