@@ -268,10 +268,10 @@ async fn the_dashboard_works_in_headless_chromium() {
 
     // A wrong key shows the form again with the refusal.
     submit_login(&browser, "rvk_nope_nope").await;
-    assert!(browser
-        .text_of("p.bad")
-        .await
-        .contains("not a valid operator key"));
+    let refusal = browser
+        .wait_for_text("p.bad", "not a valid operator key")
+        .await;
+    assert!(refusal.contains("not a valid operator key"), "{refusal}");
 
     // The operator key logs in; the session cookie is HttpOnly (scripts cannot read it), Secure, SameSite=Strict.
     submit_login(&browser, &app.operator_key).await;
@@ -308,10 +308,11 @@ async fn the_dashboard_works_in_headless_chromium() {
         .click()
         .await
         .unwrap();
-    assert!(browser
-        .path()
-        .await
-        .starts_with(&format!("/admin/tenants/{}", tenant.id)));
+    let tenant_path = format!("/admin/tenants/{}", tenant.id);
+    let now = browser
+        .wait_until_path(|p| p.starts_with(&tenant_path))
+        .await;
+    assert!(now.starts_with(&tenant_path), "{now}");
     let usage_table = browser.text_of("#usage").await;
     assert!(usage_table.contains("gpt-4o-mini") && usage_table.contains("$1.50"));
     assert!(usage_table.contains("claude-3-5-haiku") && usage_table.contains("$0.50"));
@@ -404,10 +405,10 @@ async fn the_dashboard_works_in_headless_chromium() {
         .unwrap();
     let keys = browser.wait_for_text("#keys", "revoked").await;
     assert!(keys.contains("revoked"), "{keys}");
-    assert!(browser
-        .path()
-        .await
-        .starts_with(&format!("/admin/tenants/{}", tenant.id)));
+    let now = browser
+        .wait_until_path(|p| p.starts_with(&tenant_path))
+        .await;
+    assert!(now.starts_with(&tenant_path), "{now}");
     assert_eq!(
         whoami_status(&app, &tenant.api_key).await,
         StatusCode::UNAUTHORIZED
@@ -432,8 +433,11 @@ async fn the_dashboard_works_in_headless_chromium() {
         .await
         .unwrap();
     assert_eq!(browser.wait_for_path("/admin/audit").await, "/admin/audit");
-    let audit = browser.text_of("main").await;
-    assert!(audit.contains("Hash chain intact") && audit.contains("api_key.revoked"));
+    let audit = browser.wait_for_text("main", "api_key.revoked").await;
+    assert!(
+        audit.contains("Hash chain intact") && audit.contains("api_key.revoked"),
+        "{audit}"
+    );
     browser.screenshot("dashboard-audit").await;
 
     // On a phone-sized window the page does not scroll sideways (wide tables scroll inside their box).

@@ -58,6 +58,16 @@ impl Browser {
             .connect(&driver_url)
             .await
             .expect("a WebDriver session on headless Chromium");
+        // Finding an element waits up to 10 s for it: after a click that posts a form, the next page may not
+        // be there yet on a loaded CI machine.
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                None,
+                None,
+                Some(Duration::from_secs(10)),
+            ))
+            .await
+            .expect("WebDriver timeouts");
         Browser {
             client,
             _driver: driver,
@@ -98,10 +108,15 @@ impl Browser {
     /// Waits (up to 10 s) until the browser is on `path` (path and query), after a click that navigates;
     /// returns the path it ended on, so an assertion can show where it went instead.
     pub async fn wait_for_path(&self, path: &str) -> String {
+        self.wait_until_path(|now| now == path).await
+    }
+
+    /// Waits (up to 10 s) until the path (and query) satisfies `wanted`; returns the last one seen.
+    pub async fn wait_until_path(&self, wanted: impl Fn(&str) -> bool) -> String {
         let mut now = String::new();
         for _ in 0..100 {
             now = self.path().await;
-            if now == path {
+            if wanted(&now) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
