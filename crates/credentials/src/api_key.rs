@@ -11,7 +11,12 @@ pub const API_KEY_PREFIX: &str = "rvk_";
 const PUBLIC_ID_LEN: usize = 12;
 const SECRET_LEN: usize = 40;
 const PUBLIC_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const SECRET_ALPHABET: &[u8] = concat!(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "abcdefghijklmnopqrstuvwxyz",
+    "0123456789"
+)
+.as_bytes();
 
 /// Why a presented credential could not even be parsed. Deliberately says nothing about the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -93,8 +93,25 @@ fn is_high_entropy_token(token: &str) -> bool {
     has_upper && has_lower && has_digit && entropy(token) >= 4.2
 }
 
+/// A path or URL path (`/opt/ragvault/models/all-MiniLM-L6-v2`, `$URL/v1/admin/credentials`): two or more
+/// slashes between short segments, one of them a plain lowercase word. Base64 secrets contain slashes too, but
+/// their segments are mixed-case noise.
+fn is_path_like(token: &str) -> bool {
+    let segments: Vec<&str> = token.split('/').filter(|s| !s.is_empty()).collect();
+    token.matches('/').count() >= 2
+        && segments.iter().all(|s| s.len() <= 24)
+        && segments
+            .iter()
+            .any(|s| s.len() >= 3 && s.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
 /// Every credential-looking span in `text`, in order, without overlaps.
 pub fn scan(text: &str) -> Vec<Finding> {
+    scan_with(text, true)
+}
+
+/// [`scan`], with or without the high-entropy token heuristic (named patterns only).
+fn scan_with(text: &str, high_entropy: bool) -> Vec<Finding> {
     let line_of = |offset: usize| text[..offset].bytes().filter(|&b| b == b'\n').count() + 1;
     let mut findings: Vec<Finding> = Vec::new();
     let overlaps = |findings: &[Finding], r: &std::ops::Range<usize>| {
@@ -114,9 +131,20 @@ pub fn scan(text: &str) -> Vec<Finding> {
             }
         }
     }
-    for m in token_regex().find_iter(text) {
-        let range = m.range();
-        if is_high_entropy_token(m.as_str()) && !overlaps(&findings, &range) {
+    for m in token_regex().find_iter(text).filter(|_| high_entropy) {
+        // `NAME=value`: the value is judged on its own (padding `=` at the end stays with its token).
+        let token = m.as_str();
+        let value_start = match token.trim_end_matches('=').rfind('=') {
+            Some(i) => i + 1,
+            None => 0,
+        };
+        let value = &token[value_start..];
+        let range = m.start() + value_start..m.end();
+        if value.len() >= 32
+            && !is_path_like(value)
+            && is_high_entropy_token(value)
+            && !overlaps(&findings, &range)
+        {
             findings.push(Finding {
                 kind: "high_entropy_token",
                 line: line_of(range.start),
@@ -126,6 +154,29 @@ pub fn scan(text: &str) -> Vec<Finding> {
     }
     findings.sort_by_key(|f| f.range.start);
     findings
+}
+
+/// Shortest printable run of a binary file worth scanning: shorter runs cannot hold a credential pattern.
+const MIN_PRINTABLE_RUN: usize = 16;
+
+/// Credentials in a file's bytes. Text (UTF-8 without NUL bytes) is scanned as ingest scans documents. In a
+/// binary (a built artefact), the printable runs are scanned, one per line, for the named credential patterns
+/// only: compiled code is full of random-looking byte runs, and a key baked into a binary keeps its shape.
+pub fn scan_bytes(bytes: &[u8]) -> Vec<Finding> {
+    if !bytes.contains(&0) {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return scan(text);
+        }
+    }
+    let mut runs = String::new();
+    for run in bytes.split(|b| !(b.is_ascii_graphic() || *b == b' ')) {
+        if run.len() >= MIN_PRINTABLE_RUN {
+            // Only printable ASCII is left in a run.
+            runs.extend(run.iter().map(|&b| char::from(b)));
+            runs.push('\n');
+        }
+    }
+    scan_with(&runs, false)
 }
 
 /// `text` with every finding replaced by `[REDACTED:<kind>]`.
@@ -198,9 +249,49 @@ mod tests {
             "/usr/local/share/quokka/firmware/router-x200-v2.4.1-release.bin",
             "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "Thisisaverylongwordwithoutanydigitsinsideitatall",
+            "RUN RAGVAULT__EMBEDDING__MODEL_DIR=/opt/ragvault/models/all-MiniLM-L6-v2 ./fetch",
+            "curl $RAGVAULT_URL/v1/admin/credentials/openai/refresh",
         ] {
             assert_eq!(kinds(ordinary), vec![], "{ordinary}");
         }
+    }
+
+    #[test]
+    fn assigned_and_slashed_secrets_are_still_found() {
+        let token = fake("", 40);
+        // The value of an assignment, reported where the value starts.
+        let text = format!("API_TOKEN={token}");
+        let findings = scan(&text);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(&text[findings[0].range.clone()], token);
+        // A base64 secret with slashes (an AWS secret access key's shape) is not a path.
+        let aws_like = format!("{}/{}/{}", fake("w", 12), fake("K7", 6), fake("bP", 18));
+        assert_eq!(kinds(&aws_like), vec![("high_entropy_token", 1)]);
+        // Base64 padding stays with its token.
+        assert_eq!(
+            kinds(&format!("{}==", fake("", 38))),
+            vec![("high_entropy_token", 1)]
+        );
+    }
+
+    #[test]
+    fn binaries_are_scanned_for_named_patterns_in_their_printable_runs() {
+        let key = fake("sk-", 40);
+        let noise = fake("", 40);
+        let mut binary = vec![0u8, 159, 146, 150];
+        binary.extend_from_slice(format!("config {key} end").as_bytes());
+        binary.extend_from_slice(&[0, 1, 2]);
+        binary.extend_from_slice(noise.as_bytes());
+        binary.extend_from_slice(&[0, 255]);
+        let kinds: Vec<&str> = scan_bytes(&binary).into_iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, vec!["openai_key"]);
+        assert_eq!(
+            scan_bytes(format!("text {key}\n{noise}").as_bytes())
+                .into_iter()
+                .map(|f| (f.kind, f.line))
+                .collect::<Vec<_>>(),
+            vec![("openai_key", 1), ("high_entropy_token", 2)]
+        );
     }
 
     #[test]
