@@ -652,7 +652,10 @@ fn scan_reports_credentials_without_printing_them() {
     let found = scan(None);
     assert!(!found.status.success());
     let report = String::from_utf8_lossy(&found.stdout).to_string();
-    assert!(report.contains("fixtures/keys.txt:2: openai_key"), "{report}");
+    assert!(
+        report.contains("fixtures/keys.txt:2: openai_key"),
+        "{report}"
+    );
     assert!(report.contains("app.bin:1: openai_key"), "{report}");
     assert!(report.contains("2 findings, 0 allow-listed"), "{report}");
     let everything = format!("{report}{}", String::from_utf8_lossy(&found.stderr));

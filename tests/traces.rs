@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use axum::body::Bytes;
-use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
@@ -14,7 +13,6 @@ use ragvault_testkit::{app_with_providers, provider_key_for, unique_slug, FakePr
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -22,47 +20,6 @@ const MANUAL: &str =
     "# Quasar Q9 kettle\n\n## Descaling\n\nTo descale the Quasar kettle, fill it with \
 vinegar-marmalade solution and wait forty minutes.\n";
 const QUESTION: &str = "How do I descale the Quasar kettle?";
-
-/// A local OTLP/HTTP receiver keeping every export body.
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<Bytes>>>,
-}
-
-fn start_receiver() -> Receiver {
-    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let kept = bodies.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let kept = kept.clone();
-            async move {
-                kept.lock().unwrap().push(body);
-                // An empty ExportTraceServiceResponse: full success.
-                (
-                    [("content-type", "application/x-protobuf")],
-                    Vec::<u8>::new(),
-                )
-            }
-        }),
-    );
-    // Its own thread and runtime: the test's runtime is single-threaded and a flush blocks it until the
-    // receiver answers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(listener, app).await;
-        });
-    });
-    Receiver { url, bodies }
-}
 
 struct ExportedSpan {
     name: String,
@@ -108,7 +65,7 @@ fn exported_spans(bodies: &[Bytes]) -> Vec<ExportedSpan> {
 async fn traced_question(
     overrides: &[(&str, &str)],
 ) -> (Vec<Bytes>, Vec<ExportedSpan>, Vec<String>) {
-    let receiver = start_receiver();
+    let receiver = ragvault_testkit::otlp::OtlpReceiver::start();
     let log = LogSettings {
         format: LogFormat::Json,
         level: "info".into(),
@@ -169,7 +126,7 @@ async fn traced_question(
     let mut bodies = Vec::new();
     for _ in 0..100 {
         export.flush();
-        bodies = receiver.bodies.lock().unwrap().clone();
+        bodies = receiver.bodies();
         let spans = exported_spans(&bodies);
         if spans.iter().any(|s| s.name == "generate")
             && spans.iter().any(|s| s.name == "POST /v1/ask")

@@ -9,6 +9,7 @@ mod fake_provider;
 pub mod http;
 mod logs;
 mod openbao;
+pub mod otlp;
 
 pub use database::TestDatabase;
 pub use fake_provider::{
