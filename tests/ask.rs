@@ -34,15 +34,8 @@ async fn tenant_with_manuals(app: &TestApp) -> TestTenant {
 }
 
 async fn set_chain(app: &TestApp, tenant: &TestTenant, chain: &[&str]) {
-    let r = call(
-        app,
-        Method::PATCH,
-        &format!("/v1/admin/tenants/{}", tenant.id),
-        Some(&app.operator_key),
-        Some(json!({"policy": {"failover_chain": chain}})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.set_policy(&tenant.id, json!({"failover_chain": chain}))
+        .await;
 }
 
 async fn ask(app: &TestApp, key: &str, body: Value) -> ragvault_testkit::http::Reply {

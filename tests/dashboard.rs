@@ -5,7 +5,7 @@
 
 use ragvault_store::NewUsageEvent;
 use ragvault_testkit::browser::{Browser, Locator};
-use ragvault_testkit::{spawn_app_with, unique_slug, TestApp};
+use ragvault_testkit::{spawn_app_with, unique_slug, TestApp, TestTenant};
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
 
@@ -73,21 +73,27 @@ fn usage(tenant: &str, model: &str, cost: u64) -> NewUsageEvent {
     }
 }
 
-#[tokio::test]
-async fn operators_log_in_see_spend_revoke_keys_and_log_out() {
+/// A service with one tenant that spent $1.25 + $0.25 on gpt-4o-mini and $0.50 on `other_model` today.
+async fn app_with_spend(prefix: &str, other_model: &str) -> (TestApp, TestTenant) {
     let app = spawn_app_with(&[]).await;
-    let tenant = app.create_tenant(&unique_slug("dash")).await;
+    let tenant = app.create_tenant(&unique_slug(prefix)).await;
     app.store
         .record_usage_batch(
             &[
                 usage(&tenant.id, "gpt-4o-mini", 1_250_000),
                 usage(&tenant.id, "gpt-4o-mini", 250_000),
-                usage(&tenant.id, "claude-<b>x</b>", 500_000),
+                usage(&tenant.id, other_model, 500_000),
             ],
             &[],
         )
         .await
         .unwrap();
+    (app, tenant)
+}
+
+#[tokio::test]
+async fn operators_log_in_see_spend_revoke_keys_and_log_out() {
+    let (app, tenant) = app_with_spend("dash", "claude-<b>x</b>").await;
     let client = browser();
 
     // Logged out: every page sends the browser to the login form.
@@ -243,19 +249,7 @@ async fn submit_login(browser: &Browser, key: &str) {
 
 #[tokio::test]
 async fn the_dashboard_works_in_headless_chromium() {
-    let app = spawn_app_with(&[]).await;
-    let tenant = app.create_tenant(&unique_slug("browser")).await;
-    app.store
-        .record_usage_batch(
-            &[
-                usage(&tenant.id, "gpt-4o-mini", 1_250_000),
-                usage(&tenant.id, "gpt-4o-mini", 250_000),
-                usage(&tenant.id, "claude-3-5-haiku", 500_000),
-            ],
-            &[],
-        )
-        .await
-        .unwrap();
+    let (app, tenant) = app_with_spend("browser", "claude-3-5-haiku").await;
     // `localhost`, not 127.0.0.1: Chromium keeps `Secure` cookies on plain HTTP only for localhost.
     let base = format!("http://localhost:{}", app.address.port());
     let browser = Browser::start(1280, 900).await;

@@ -78,15 +78,8 @@ async fn known_keys_and_text_appear_nowhere_outside_sealed_storage() {
     let fake = FakeProvider::start().await;
     let mut app = app_with_providers(&fake, &[("openai", "openai")], &[]).await;
     let tenant = app.create_tenant(&unique_slug("leak")).await;
-    let r = call(
-        &app,
-        Method::PATCH,
-        &format!("/v1/admin/tenants/{}", tenant.id),
-        Some(&app.operator_key),
-        Some(json!({"policy": {"failover_chain": ["openai"]}})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.set_policy(&tenant.id, json!({"failover_chain": ["openai"]}))
+        .await;
     ingest_text(&app, &tenant.api_key, "zephyrine.md", MANUAL, &["manual"]).await;
 
     let mut responses: Vec<(String, String)> = Vec::new();

@@ -8,9 +8,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use ragvault_server::config::{LogFormat, LogSettings, TracingSettings};
-use ragvault_testkit::http::{call, ingest_text};
+use ragvault_testkit::http::ingest_text;
 use ragvault_testkit::{app_with_providers, provider_key_for, unique_slug, FakeProvider};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -84,15 +84,8 @@ async fn traced_question(
     let fake = FakeProvider::start().await;
     let app = app_with_providers(&fake, &[("openai", "openai")], overrides).await;
     let tenant = app.create_tenant(&unique_slug("trace")).await;
-    let r = call(
-        &app,
-        Method::PATCH,
-        &format!("/v1/admin/tenants/{}", tenant.id),
-        Some(&app.operator_key),
-        Some(json!({"policy": {"failover_chain": ["openai"]}})),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    app.set_policy(&tenant.id, json!({"failover_chain": ["openai"]}))
+        .await;
     ingest_text(&app, &tenant.api_key, "kettle.md", MANUAL, &[]).await;
 
     let response = app

@@ -239,6 +239,19 @@ impl TestApp {
         )
     }
 
+    /// Replaces a tenant's policy through `PATCH /v1/admin/tenants/{id}` and checks it was accepted.
+    pub async fn set_policy(&self, tenant_id: &str, policy: Value) {
+        let reply = http::call(
+            self,
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/tenants/{tenant_id}"),
+            Some(&self.operator_key),
+            Some(serde_json::json!({ "policy": policy })),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "policy refused: {}", reply.body);
+    }
+
     /// Stops the server gracefully and waits for it to finish.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         if let Some(tx) = self.shutdown.take() {
