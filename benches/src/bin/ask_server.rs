@@ -17,6 +17,20 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
+    // `ASK_BENCH_TRACES=1`: export every span to a local OTLP receiver, to measure trace export's cost.
+    let receiver =
+        std::env::var_os("ASK_BENCH_TRACES").map(|_| ragvault_testkit::otlp::OtlpReceiver::start());
+    let _trace_export = receiver.as_ref().map(|receiver| {
+        let log = ragvault_server::config::LogSettings {
+            format: ragvault_server::config::LogFormat::Json,
+            level: "warn".into(),
+        };
+        let tracing = ragvault_server::config::TracingSettings {
+            otlp_endpoint: Some(receiver.url.clone()),
+            ..Default::default()
+        };
+        ragvault_server::telemetry::init(&log, &tracing, std::io::stderr).expect("trace export")
+    });
     ragvault_testkit::log_to_stderr("warn");
     let fake = FakeProvider::start().await;
     fake.set_latency(Duration::from_millis(latency_ms));
