@@ -1001,23 +1001,7 @@ async fn a_database_dump_does_not_contain_tenant_slugs() {
     .await;
     assert_error(&dup, StatusCode::CONFLICT, "slug_taken");
 
-    let admin = std::env::var("RAGVAULT_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let db_url = format!(
-        "{}/{}",
-        admin.rsplit_once('/').unwrap().0,
-        app.database.name
-    );
-    let dump = std::process::Command::new("pg_dump")
-        .arg(&db_url)
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
-    let dump = String::from_utf8_lossy(&dump.stdout);
+    let dump = app.database.dump();
     assert!(
         dump.contains("COPY public.tenants"),
         "the dump is not a real dump"

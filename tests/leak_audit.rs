@@ -8,13 +8,11 @@ use ragvault_server::config::{LogFormat, LogSettings, TracingSettings};
 use ragvault_testkit::http::{call, ingest_text};
 use ragvault_testkit::otlp::OtlpReceiver;
 use ragvault_testkit::{
-    app_with_providers, captured_logs, provider_key_for, unique_slug, FakeProvider,
+    app_with_providers, captured_logs, provider_key_for, unique_slug, FakeProvider, SharedBuffer,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const MANUAL: &str = "# Zephyrine Z4 espresso machine\n\n## Descaling\n\nRun the quindlewort descaling \
@@ -22,19 +20,6 @@ cycle: fill the tank with citric solution and hold the steam dial for twelve sec
 Code Q-7781 means the grouphead thermistor drifted.\n";
 const DOCUMENT_WORDS: [&str; 3] = ["quindlewort", "grouphead thermistor", "Zephyrine"];
 const QUESTION: &str = "How do I run the quindlewort descaling cycle on the Zephyrine?";
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -56,7 +41,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn known_keys_and_text_appear_nowhere_outside_sealed_storage() {
     let receiver = OtlpReceiver::start();
-    let logs = Buffer::default();
+    let logs = SharedBuffer::default();
     let writer = logs.clone();
     let (subscriber, export) = ragvault_server::telemetry::subscriber(
         &LogSettings {
@@ -152,25 +137,14 @@ async fn known_keys_and_text_appear_nowhere_outside_sealed_storage() {
         export.flush();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dump = std::process::Command::new("pg_dump")
-        .args(["--no-owner", "-d", &app.database.url])
-        .output()
-        .unwrap();
-    assert!(
-        dump.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let dump = app.database.dump();
     let mut places: Vec<(String, Vec<u8>)> = vec![
-        (
-            "logs (this test's subscriber)".into(),
-            logs.0.lock().unwrap().clone(),
-        ),
+        ("logs (this test's subscriber)".into(), logs.contents()),
         (
             "logs (process capture)".into(),
             captured_logs().into_bytes(),
         ),
-        ("pg_dump".into(), dump.stdout),
+        ("pg_dump".into(), dump.into_bytes()),
     ];
     for (i, body) in receiver.bodies().into_iter().enumerate() {
         places.push((format!("trace export {i}"), body.to_vec()));

@@ -35,6 +35,20 @@ impl TestDatabase {
             admin_url,
         }
     }
+
+    /// `pg_dump` of the whole database (schema and rows) as SQL text, for tests that look for bytes in it.
+    pub fn dump(&self) -> String {
+        let dump = std::process::Command::new("pg_dump")
+            .args(["--no-owner", "-d", &self.url])
+            .output()
+            .expect("pg_dump (Debian's postgresql-client)");
+        assert!(
+            dump.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        String::from_utf8_lossy(&dump.stdout).into_owned()
+    }
 }
 
 impl Drop for TestDatabase {

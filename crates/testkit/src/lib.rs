@@ -15,7 +15,7 @@ pub use database::TestDatabase;
 pub use fake_provider::{
     fake_embedding, FakeProvider, StreamFault, DEFAULT_REPLY, FAKE_EMBEDDING_DIMENSION,
 };
-pub use logs::{captured_logs, log_to_stderr};
+pub use logs::{captured_logs, log_to_stderr, SharedBuffer};
 pub use openbao::{OpenBao, OpenBaoOptions};
 
 use ragvault_gateway::RequestContext;

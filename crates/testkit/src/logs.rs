@@ -12,10 +12,18 @@ fn buffer() -> Arc<Mutex<Vec<u8>>> {
         .clone()
 }
 
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+/// A `Write` into shared memory: a log writer whose output a test reads back.
+#[derive(Clone, Default)]
+pub struct SharedBuffer(Arc<Mutex<Vec<u8>>>);
 
-impl Write for Capture {
+impl SharedBuffer {
+    /// Everything written so far.
+    pub fn contents(&self) -> Vec<u8> {
+        self.0.lock().expect("log buffer").clone()
+    }
+}
+
+impl Write for SharedBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().expect("log buffer").extend_from_slice(buf);
         Ok(buf.len())
@@ -29,7 +37,7 @@ static INSTALLED: OnceLock<()> = OnceLock::new();
 
 pub(crate) fn install() {
     INSTALLED.get_or_init(|| {
-        let capture = Capture(buffer());
+        let capture = SharedBuffer(buffer());
         let settings = LogSettings {
             format: LogFormat::Json,
             level: "debug".to_owned(),
