@@ -520,6 +520,7 @@ async fn budgets_stop_before_the_provider_and_hold_under_concurrency() {
         .await;
         assert_error(&r, StatusCode::BAD_REQUEST, "invalid_query");
     }
+    app.settle().await;
     let mut conn = app.store.pool().acquire().await.unwrap();
     let key_versions: Vec<(Option<i64>, String)> =
         sqlx::query_as("SELECT key_version, outcome FROM usage_events WHERE tenant_id = $1::uuid")
@@ -575,6 +576,7 @@ async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
     for guard in &replicas {
         guard.return_unused().await.unwrap();
     }
+    app.settle().await;
     let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
     let ledger = app.store.budget_month(tenant_id, month).await.unwrap();
     assert_eq!(
@@ -1569,6 +1571,7 @@ async fn remote_embeddings_are_metered_and_stop_at_the_budget() {
         Option<i64>,
         String,
     );
+    app.settle().await;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT principal, request_id, model, input_tokens, cost_micro_usd, key_version, outcome
          FROM usage_events WHERE tenant_id = $1::uuid AND kind = 'embedding' ORDER BY id",

@@ -7,6 +7,7 @@ mod anomaly;
 pub mod auth_failures;
 mod budget;
 mod error;
+mod journal;
 mod limits;
 mod metering;
 pub mod pricing;

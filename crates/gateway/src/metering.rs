@@ -1,33 +1,41 @@
-//! Usage and per-request audit events, written in batches by one task (group commit).
+//! Usage and per-request audit events: journaled locally before the response, then written to Postgres in
+//! batches by one task (group commit).
 //!
-//! A request hands its events to the writer and waits until the transaction holding them commits, so no
-//! response ends before its usage row and audit event are durable, yet concurrent requests share one
-//! transaction instead of each paying for its own.
+//! A request appends its events to the metering journal (`journal`: a local file, which survives the
+//! process being killed) and returns without waiting for Postgres; the writer commits them in order and
+//! retries, however long Postgres is away, so an answer's usage row and audit event are never lost and never
+//! written twice. Reads that must see them (`/v1/admin/usage`, the audit log) call [`Metering::flush`] first.
+//! The in-memory queue is bounded: when it is full, new requests are refused before a provider is called.
 
 use crate::budget::BudgetGuard;
+use crate::journal::{ClosedSegment, Entry, Journal, Queued};
 use crate::GatewayError;
 use ragvault_store::{AuditEntry, NewUsageEvent, Store};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 
-/// Events gathered into one transaction at most.
+/// Entries gathered into one transaction at most.
 const MAX_BATCH: usize = 512;
-/// Waiting requests beyond this are refused rather than queued without bound.
-const QUEUE: usize = 8192;
-/// A failing batch is retried this many times (Postgres restarting) before its requests get the error.
-const ATTEMPTS: u32 = 3;
-
-struct Pending {
-    usage: Vec<NewUsageEvent>,
-    audits: Vec<AuditEntry>,
-    done: oneshot::Sender<Result<(), String>>,
-}
+/// Entries journaled but not yet committed, at most: past this (Postgres away for long), requests are
+/// refused before their provider call rather than piling up in memory.
+const QUEUE: usize = 32_768;
+/// Waits between attempts to commit while Postgres is away: doubling from the first to the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LAST: Duration = Duration::from_secs(5);
+/// The journal is synced to disk this often while entries arrive.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 /// The handle requests use; cheap to clone.
 #[derive(Clone)]
 pub struct Metering {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Queued>,
+    journal: Arc<Journal>,
+    /// Tickets handed out to entries (in journal order) and the highest one committed.
+    issued: Arc<AtomicU64>,
+    committed: watch::Receiver<u64>,
     metrics: Arc<UsageMetrics>,
 }
 
@@ -110,20 +118,49 @@ impl UsageMetrics {
 }
 
 impl Metering {
-    /// Starts the writer. `budgets` hears each tenant's month spend after every batch (soft thresholds).
-    pub fn start(store: Store, budgets: Arc<BudgetGuard>) -> Metering {
+    /// Opens the journal in `journal_dir` and starts the writer, which first replays what an earlier life of
+    /// the process journaled but did not commit. `budgets` hears each tenant's month spend after every batch
+    /// (soft thresholds).
+    pub fn start(
+        store: Store,
+        budgets: Arc<BudgetGuard>,
+        journal_dir: &Path,
+    ) -> Result<Metering, GatewayError> {
+        let (journal, earlier) = Journal::open(journal_dir)?;
+        let journal = Arc::new(journal);
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let (committed_tx, committed) = watch::channel(0);
         let metrics = Arc::new(UsageMetrics::default());
-        tokio::spawn(write_batches(store, budgets, metrics.clone(), receiver));
-        Metering { queue, metrics }
+        let writer = Writer {
+            store,
+            budgets,
+            metrics: metrics.clone(),
+            journal: journal.clone(),
+            committed: committed_tx,
+        };
+        tokio::spawn(writer.run(earlier, receiver));
+        tokio::spawn(sync_journal(Arc::downgrade(&journal)));
+        Ok(Metering {
+            queue,
+            journal,
+            issued: Arc::new(AtomicU64::new(0)),
+            committed,
+            metrics,
+        })
     }
 
     pub fn metrics(&self) -> &UsageMetrics {
         &self.metrics
     }
 
-    /// Records usage and audit events; returns once they are committed.
-    pub async fn record(
+    /// False when the queue of uncommitted entries is full (Postgres away for long): callers refuse work that
+    /// would need metering before doing it.
+    pub fn has_room(&self) -> bool {
+        self.queue.capacity() > 0
+    }
+
+    /// Journals usage and audit events; they reach Postgres shortly after (see [`Metering::flush`]).
+    pub fn record(
         &self,
         usage: Vec<NewUsageEvent>,
         audits: Vec<AuditEntry>,
@@ -131,71 +168,161 @@ impl Metering {
         if usage.is_empty() && audits.is_empty() {
             return Ok(());
         }
-        let (done, committed) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                usage,
-                audits,
-                done,
-            })
+        self.journal
+            .append(&usage, &audits, &self.queue, &self.issued)
+            .map(|_| ())
+    }
+
+    /// Waits (at most `patience`) until everything journaled before the call is committed; false on timeout.
+    pub async fn flush(&self, patience: Duration) -> bool {
+        let wanted = self.issued.load(Ordering::SeqCst);
+        let mut committed = self.committed.clone();
+        tokio::time::timeout(patience, committed.wait_for(|done| *done >= wanted))
             .await
-            .map_err(|_| {
-                GatewayError::MeteringUnavailable("the usage writer has stopped".into())
-            })?;
-        match committed.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(GatewayError::MeteringUnavailable(reason)),
-            Err(_) => Err(GatewayError::MeteringUnavailable(
-                "the usage writer stopped before committing".into(),
-            )),
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+struct Writer {
+    store: Store,
+    budgets: Arc<BudgetGuard>,
+    metrics: Arc<UsageMetrics>,
+    journal: Arc<Journal>,
+    committed: watch::Sender<u64>,
+}
+
+impl Writer {
+    async fn run(self, earlier: Vec<ClosedSegment>, mut receiver: mpsc::Receiver<Queued>) {
+        for segment in earlier {
+            self.replay(segment).await;
+        }
+        let mut carried: Option<Queued> = None;
+        loop {
+            let first = match carried.take() {
+                Some(first) => first,
+                None => match receiver.recv().await {
+                    Some(first) => first,
+                    None => return,
+                },
+            };
+            // Whatever queued up while the previous batch was committing goes into this one, up to the end of
+            // its segment (a mark covers one segment).
+            let segment = first.segment.clone();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) if next.segment == segment => batch.push(next),
+                    Ok(next) => {
+                        carried = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let last_ticket = batch.last().map_or(0, |q| q.ticket);
+            let entries: Vec<Entry> = batch.into_iter().map(|q| q.entry).collect();
+            self.commit(&segment, &entries).await;
+            self.committed.send_replace(last_ticket);
+            let last_seq = entries.last().map_or(0, |e| e.seq);
+            if let Some(old) = self.journal.rotate_if_done(last_seq) {
+                self.remove_segment(&segment, &old).await;
+            }
+        }
+    }
+
+    /// Commits what an earlier life journaled past its segment's mark, then deletes the segment.
+    async fn replay(&self, segment: ClosedSegment) {
+        let mark = self
+            .retry("read a journal mark", || {
+                self.store.journal_mark(&segment.name)
+            })
+            .await;
+        let pending: Vec<Entry> = segment
+            .entries
+            .into_iter()
+            .filter(|e| e.seq > mark)
+            .collect();
+        if !pending.is_empty() {
+            tracing::info!(
+                segment = %segment.name,
+                entries = pending.len(),
+                "replaying metering journal entries not yet in Postgres"
+            );
+        }
+        for chunk in pending.chunks(MAX_BATCH) {
+            self.commit(&segment.name, chunk).await;
+        }
+        self.remove_segment(&segment.name, &segment.path).await;
+    }
+
+    async fn remove_segment(&self, name: &str, path: &Path) {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(segment = %name, error = %e, "could not delete a committed journal segment");
+            return;
+        }
+        self.retry("forget a journal segment", || {
+            self.store.forget_journal_segment(name)
+        })
+        .await;
+    }
+
+    /// Commits entries of one segment with their mark, retrying until Postgres takes them.
+    async fn commit(&self, segment: &str, entries: &[Entry]) {
+        let Some(last) = entries.last() else { return };
+        let usage: Vec<NewUsageEvent> = entries
+            .iter()
+            .flat_map(|e| e.usage.iter().map(|u| u.event()))
+            .collect();
+        let audits: Vec<AuditEntry> = entries
+            .iter()
+            .flat_map(|e| e.audits.iter().map(|a| a.entry()))
+            .collect();
+        let spent = self
+            .retry("write a usage batch", || {
+                self.store
+                    .record_journal_batch(&usage, &audits, Some((segment, last.seq)))
+            })
+            .await;
+        usage.iter().for_each(|event| self.metrics.count(event));
+        for (tenant, month, spent) in spent {
+            if let Err(e) = self.budgets.observe_spend(tenant, month, spent).await {
+                tracing::warn!(error = %e, "could not check the soft budget threshold");
+            }
+        }
+    }
+
+    /// Runs a store call until it succeeds, waiting longer between attempts (Postgres restarting).
+    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ragvault_store::StoreError>>,
+    {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match call().await {
+                Ok(value) => return value,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metering could not {what}; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_LAST);
+                }
+            }
         }
     }
 }
 
-async fn write_batches(
-    store: Store,
-    budgets: Arc<BudgetGuard>,
-    metrics: Arc<UsageMetrics>,
-    mut receiver: mpsc::Receiver<Pending>,
-) {
-    while let Some(first) = receiver.recv().await {
-        // Whatever queued up while the previous batch was committing goes into this one.
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let usage: Vec<NewUsageEvent> = batch.iter().flat_map(|p| p.usage.clone()).collect();
-        let audits: Vec<AuditEntry> = batch.iter().flat_map(|p| p.audits.clone()).collect();
-        let mut outcome = Err(String::new());
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            match store.record_usage_batch(&usage, &audits).await {
-                Ok(spent) => {
-                    outcome = Ok(spent);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, events = usage.len(), "could not write usage batch");
-                    outcome = Err(e.to_string());
-                }
-            }
-        }
-        let result = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
-        for pending in batch {
-            let _ = pending.done.send(result.clone());
-        }
-        if let Ok(spent) = outcome {
-            usage.iter().for_each(|event| metrics.count(event));
-            for (tenant, month, spent) in spent {
-                if let Err(e) = budgets.observe_spend(tenant, month, spent).await {
-                    tracing::warn!(error = %e, "could not check the soft budget threshold");
-                }
-            }
+/// Syncs the journal to disk while entries arrive; ends when the service drops its journal.
+async fn sync_journal(journal: std::sync::Weak<Journal>) {
+    let mut synced = 0;
+    loop {
+        tokio::time::sleep(SYNC_EVERY).await;
+        let Some(journal) = journal.upgrade() else {
+            return;
+        };
+        let appended = journal.appended();
+        if appended != synced {
+            synced = appended;
+            let _ = tokio::task::spawn_blocking(move || journal.sync()).await;
         }
     }
 }

@@ -113,9 +113,6 @@ impl EmbeddingCharge for Charge {
             ..
         } = *self;
         reservation.settle(spent);
-        metering
-            .record(rows, Vec::new())
-            .await
-            .map_err(gateway_error)
+        metering.record(rows, Vec::new()).map_err(gateway_error)
     }
 }

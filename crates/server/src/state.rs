@@ -9,6 +9,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Store,
+    /// Whether Postgres answers (requests that need it fail at once while it does not).
+    pub database: Arc<ragvault_store::DatabaseWatch>,
     pub key_source: Arc<KeySource>,
     pub access: AccessControl,
     pub leases: Arc<LeaseManager>,
@@ -41,6 +43,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Waits briefly until the usage and audit events this replica journaled so far are in Postgres, so a
+    /// spend report or the audit log read right after an answer includes it. Past the wait (Postgres slow
+    /// or away) the read goes ahead with what is committed.
+    pub async fn settle_metering(&self) {
+        if !self.metering.flush(std::time::Duration::from_secs(2)).await {
+            tracing::warn!(
+                "reading usage or audit before this replica's journaled events are committed"
+            );
+        }
+    }
+
     /// Circuit-breaker state per provider (`closed`, `open`, `half_open`).
     pub fn generator_breakers(&self) -> std::collections::HashMap<String, String> {
         self.generator

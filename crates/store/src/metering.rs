@@ -84,7 +84,30 @@ impl Store {
         events: &[NewUsageEvent],
         audits: &[AuditEntry],
     ) -> Result<Vec<(TenantId, Date, i64)>, StoreError> {
+        self.record_journal_batch(events, audits, None).await
+    }
+
+    /// Like [`Store::record_usage_batch`], also moving a metering journal segment's commit mark to
+    /// `(segment, committed_seq)` in the same transaction.
+    pub async fn record_journal_batch(
+        &self,
+        events: &[NewUsageEvent],
+        audits: &[AuditEntry],
+        mark: Option<(&str, i64)>,
+    ) -> Result<Vec<(TenantId, Date, i64)>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some((segment, committed_seq)) = mark {
+            sqlx::query(
+                "INSERT INTO metering_journal_marks (segment, committed_seq) VALUES ($1, $2)
+                 ON CONFLICT (segment) DO UPDATE
+                     SET committed_seq = GREATEST(metering_journal_marks.committed_seq, EXCLUDED.committed_seq),
+                         updated_at = now()",
+            )
+            .bind(segment)
+            .bind(committed_seq)
+            .execute(&mut *tx)
+            .await?;
+        }
         if !events.is_empty() {
             let mut at = Vec::with_capacity(events.len());
             let mut tenant = Vec::new();
@@ -209,6 +232,28 @@ impl Store {
         }
         tx.commit().await?;
         Ok(spent)
+    }
+
+    /// The highest committed sequence number of a metering journal segment (0 when none is).
+    pub async fn journal_mark(&self, segment: &str) -> Result<i64, StoreError> {
+        let row =
+            sqlx::query("SELECT committed_seq FROM metering_journal_marks WHERE segment = $1")
+                .bind(segment)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(row) => row.try_get("committed_seq")?,
+            None => 0,
+        })
+    }
+
+    /// Drops a segment's mark once its file is gone.
+    pub async fn forget_journal_segment(&self, segment: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM metering_journal_marks WHERE segment = $1")
+            .bind(segment)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Leases up to `want` micro-USD of `tenant`'s budget for `month` under `limit`; returns what was granted

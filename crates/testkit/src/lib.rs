@@ -239,6 +239,12 @@ impl TestApp {
         )
     }
 
+    /// Waits until the usage and audit events journaled so far are in Postgres (tests that read them from
+    /// the store rather than through the API, which waits by itself).
+    pub async fn settle(&self) {
+        self.state.settle_metering().await;
+    }
+
     /// Replaces a tenant's policy through `PATCH /v1/admin/tenants/{id}` and checks it was accepted.
     pub async fn set_policy(&self, tenant_id: &str, policy: Value) {
         let reply = http::call(

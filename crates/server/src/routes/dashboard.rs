@@ -279,6 +279,7 @@ pub async fn overview(
 ) -> Result<Response, Response> {
     let (session, _) = session(&state, &headers).await?;
     let (from, to) = range(&query);
+    state.settle_metering().await;
     let result = async {
         let spend = tenant_spend(&state, None, from, to).await?;
         let tenants = state.access.list_tenants().await?;
@@ -372,6 +373,7 @@ pub async fn tenant(
     let (session, _) = session(&state, &headers).await?;
     let tenant_id = TenantId(tenant_id);
     let (from, to) = range(&query);
+    state.settle_metering().await;
     let result = async {
         let tenant = state.access.get_tenant(tenant_id).await?;
         let spend = tenant_spend(&state, Some(tenant_id), from, to).await?;
@@ -629,6 +631,7 @@ pub async fn audit(
     Query(query): Query<AuditQuery>,
 ) -> Result<Response, Response> {
     let (session, _) = session(&state, &headers).await?;
+    state.settle_metering().await;
     let tenant_filter = query.tenant.clone().unwrap_or_default();
     let action_filter = query.action.clone().unwrap_or_default();
     let tenant = tenant_filter.trim().parse::<Uuid>().ok().map(TenantId);
