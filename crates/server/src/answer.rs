@@ -668,7 +668,7 @@ pub async fn finish_call(
     );
     let usage = usage_rows(caller, tenant, &generation.chain, call);
     let audit = retrieval_audit(caller, tenant, chunks);
-    state.metering.record(usage, vec![audit]).await?;
+    state.metering.record(usage, vec![audit])?;
     Ok(())
 }
 
@@ -678,7 +678,24 @@ pub async fn admit(
     caller: &crate::extract::Caller,
     tenant: TenantId,
 ) -> Result<Arc<TenantGeneration>, ApiError> {
+    // A call that could not be metered is not made: refused while the usage not yet in Postgres is at its
+    // limit (Postgres away for long).
+    if !state.metering.has_room() {
+        return Err(ragvault_gateway::GatewayError::MeteringUnavailable(
+            "usage not yet committed has reached its limit".to_owned(),
+        )
+        .into());
+    }
     let generation = state.generator.for_tenant(tenant).await?;
+    // A tenant known to be out of budget is refused before retrieval and embedding work is spent on it.
+    if state.budgets.is_exhausted(tenant, generation.budget) {
+        return Err(ragvault_gateway::GatewayError::BudgetExceeded {
+            retry_after_secs: ragvault_gateway::seconds_until_next_month(
+                time::OffsetDateTime::now_utc(),
+            ),
+        }
+        .into());
+    }
     // Suspensions hold until lifted, whoever made them and whatever the policy says now.
     if let Some(scope) = ragvault_gateway::principal_scope(&caller.principal) {
         if state.suspensions.is_suspended(tenant, &scope).await? {

@@ -62,6 +62,10 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
+/// How often the database watch probes Postgres: the longest a request waits on an outage that began
+/// since the last probe is the pool's acquire timeout, and later ones fail at once.
+const DATABASE_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Opens the key source named by the configuration (for Vault: logs in and reads ragvault's own key).
 pub async fn open_key_source(settings: &Settings) -> Result<KeySource, ServerError> {
     Ok(match settings.credentials.backend {
@@ -231,7 +235,13 @@ impl Application {
             store.clone(),
             settings.budget.slice_micro_usd,
         ));
-        let metering = ragvault_gateway::Metering::start(store.clone(), budgets.clone());
+        // Usage and audit events are journaled under the data directory before a response, and committed
+        // to Postgres behind it; a journal left by a crash is replayed here.
+        let metering = ragvault_gateway::Metering::start(
+            store.clone(),
+            budgets.clone(),
+            &settings.data_dir.join("metering-journal"),
+        )?;
         let embedder = open_embedder(&settings, &leases)?;
         let billing = embedder
             .billing()
@@ -388,6 +398,7 @@ impl Application {
             retriever,
             generator,
             settings: Arc::new(settings),
+            database: store.watch_availability(DATABASE_PROBE_EVERY),
             store,
             key_source,
             access,

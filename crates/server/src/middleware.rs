@@ -78,6 +78,29 @@ pub async fn request_envelope(
     response
 }
 
+/// While Postgres does not answer, API requests (all of which need it) fail at once with `503
+/// database_unavailable` instead of each waiting out the pool's acquire timeout and holding a connection
+/// slot, a task and the caller meanwhile. Health, metrics and the dashboard's static files pass.
+pub async fn database_gate(
+    State(database): State<Arc<ragvault_store::DatabaseWatch>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !database.is_available() && req.uri().path().starts_with("/v1/") {
+        let mut response = crate::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    next.run(req).await
+}
+
 /// The matched route's template (`/v1/documents/{id}`), handed from the routing layer out to
 /// [`request_envelope`] in the response's extensions.
 #[derive(Clone, Debug)]

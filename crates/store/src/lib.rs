@@ -6,6 +6,7 @@
 
 mod admin_sessions;
 mod audit;
+mod availability;
 mod data_keys;
 mod documents;
 mod error;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub use admin_sessions::AdminSession;
 pub use audit::{AuditEntry, AuditProblem, AuditRecord, AuditVerification};
+pub use availability::DatabaseWatch;
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use documents::{
     ChunkRecord, DocumentRecord, NewChunk, NewDocument, PutOutcome, ResealedChunk,
@@ -120,6 +122,11 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Starts watching whether Postgres answers (a connection of its own, probed every `every`).
+    pub fn watch_availability(&self, every: std::time::Duration) -> std::sync::Arc<DatabaseWatch> {
+        DatabaseWatch::start(self.pool.clone(), every)
     }
 
     /// A cheap round trip for readiness checks.

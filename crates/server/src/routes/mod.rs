@@ -55,6 +55,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.http.body_limit_bytes;
     let timeout = state.settings.request_timeout();
     let http_metrics = state.http_metrics.clone();
+    let database = state.database.clone();
     Router::new()
         .route("/admin", get(dashboard::overview))
         .route("/admin/", get(dashboard::overview))
@@ -145,6 +146,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/admin/tenants/{tenant_id}/budget", get(admin::budget))
         .route("/v1/admin/audit/verify", get(admin::verify_audit))
+        .route("/v1/admin/index/verify", get(admin::verify_index))
         .route(
             "/v1/admin/widget-signing-keys",
             get(admin::list_widget_signing_keys),
@@ -160,6 +162,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn(middleware::tag_route))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            database,
+            middleware::database_gate,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
