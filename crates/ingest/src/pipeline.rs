@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Wait before a job whose claim failed (Postgres away) is tried again.
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 /// Document formats this build parses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,7 +338,10 @@ impl Pipeline {
             Ok(Some(job)) => job,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(%job_id, error = %e, "could not claim ingest job; it will be retried at start");
+                // Postgres away: the job stays queued in the table; it is queued here again shortly, so it
+                // does not wait for the next start. A job that cannot be claimed has cost nothing yet.
+                tracing::warn!(%job_id, error = %e, "could not claim ingest job; retrying shortly");
+                self.requeue_later(job_id, CLAIM_RETRY);
                 return;
             }
         };
@@ -355,14 +361,10 @@ impl Pipeline {
                 // Dependencies down: leave the job queued for a later attempt (or the next start).
                 tracing::warn!(%job_id, %reason, attempts = job.attempts, "ingest job interrupted; retrying later");
                 if job.attempts < 5 {
-                    let queue = self.queue.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(
-                            2u64.pow(job.attempts.clamp(0, 5) as u32),
-                        ))
-                        .await;
-                        let _ = queue.send(job_id).await;
-                    });
+                    self.requeue_later(
+                        job_id,
+                        Duration::from_secs(2u64.pow(job.attempts.clamp(0, 5) as u32)),
+                    );
                 } else if let Err(e) = self
                     .store
                     .fail_job(job_id, "dependency_unavailable", &reason)
@@ -372,6 +374,15 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Puts a job back on this process's queue after `delay`.
+    fn requeue_later(&self, job_id: JobId, delay: Duration) {
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = queue.send(job_id).await;
+        });
     }
 
     /// The tenant's `secret_policy`, or the pipeline default when the tenant has none.
