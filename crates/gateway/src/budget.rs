@@ -34,7 +34,14 @@ struct Slice {
     available: i64,
     soft_micro_usd: Option<u64>,
     soft_reported: Option<Date>,
+    /// Set when Postgres had nothing left to lease under this hard limit: until the instant passes, requests
+    /// are refused from memory (an over-budget tenant's flood costs no database round trips). A replica
+    /// returning its unused slice frees budget again, which the next lease after the instant finds.
+    exhausted: Option<(u64, std::time::Instant)>,
 }
+
+/// How long "nothing left to lease" is believed before Postgres is asked again.
+const EXHAUSTED_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A tenant's spend passed its soft threshold (reported once per month, by the replica that marked it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -199,6 +206,11 @@ impl BudgetGuard {
             Ok(()) => return Ok(held(self)),
             Err(missing) => missing,
         };
+        if self.is_exhausted(tenant, Some(budget)) {
+            return Err(GatewayError::BudgetExceeded {
+                retry_after_secs: seconds_until_next_month(now),
+            });
+        }
         let slice = self
             .slice_micro_usd
             .min(budget.hard_micro_usd / 20)
@@ -210,10 +222,36 @@ impl BudgetGuard {
         self.give_back(tenant, month, to_i64(granted));
         match self.take(tenant, month, amount, budget.soft_micro_usd) {
             Ok(()) => Ok(held(self)),
-            Err(_) => Err(GatewayError::BudgetExceeded {
-                retry_after_secs: seconds_until_next_month(now),
-            }),
+            Err(_) => {
+                if granted == 0 {
+                    if let Some(slice) = self.slices().get_mut(&tenant) {
+                        slice.exhausted = Some((
+                            budget.hard_micro_usd,
+                            std::time::Instant::now() + EXHAUSTED_RECHECK,
+                        ));
+                    }
+                }
+                Err(GatewayError::BudgetExceeded {
+                    retry_after_secs: seconds_until_next_month(now),
+                })
+            }
         }
+    }
+
+    /// True while Postgres recently had nothing left to lease for `tenant` under this budget's hard limit
+    /// and this replica's slice is empty: a request can be refused before any work is done for it.
+    pub fn is_exhausted(&self, tenant: TenantId, budget: Option<TenantBudget>) -> bool {
+        let Some(budget) = budget else {
+            return false;
+        };
+        let month = month_of(OffsetDateTime::now_utc());
+        self.slices().get(&tenant).is_some_and(|slice| {
+            slice.month == Some(month)
+                && slice.available <= 0
+                && slice.exhausted.is_some_and(|(limit, until)| {
+                    limit == budget.hard_micro_usd && std::time::Instant::now() < until
+                })
+        })
     }
 
     /// Returns every unspent slice to Postgres (periodically, so other replicas can use it, and at shutdown).
