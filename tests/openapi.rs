@@ -434,6 +434,19 @@ async fn every_route_answers_as_the_document_describes() {
         None,
     )
     .await;
+    let index = exchange(
+        c,
+        &app,
+        (
+            Method::GET,
+            "/v1/admin/index/verify",
+            "/v1/admin/index/verify",
+        ),
+        Some(op),
+        None,
+    )
+    .await;
+    assert_eq!(index.body["consistent"], true, "{}", index.body);
     exchange(
         c,
         &app,

@@ -12,6 +12,23 @@ use std::sync::Arc;
 /// Points refilled per round trip when reconciling.
 const RECONCILE_BATCH: usize = 256;
 
+/// A tenant's index partition against its chunks in Postgres (the source of truth).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionDifference {
+    pub in_postgres: usize,
+    pub in_index: usize,
+    /// Chunks whose point the index lacks.
+    pub missing: Vec<PointId>,
+    /// Points with no chunk behind them.
+    pub stale: Vec<PointId>,
+}
+
+impl PartitionDifference {
+    pub fn is_consistent(&self) -> bool {
+        self.missing.is_empty() && self.stale.is_empty()
+    }
+}
+
 /// What a reconciliation changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -167,10 +184,9 @@ impl Indexer {
         Ok(self.index.delete(&partition, ids).await?)
     }
 
-    /// Makes the tenant's partition hold exactly the points of its chunks in Postgres: missing points are
-    /// inserted (from the sealed vectors, or embedded again when there is none for this model) and points
-    /// without a chunk are dropped.
-    pub async fn reconcile(&self, tenant: TenantId) -> Result<ReconcileReport, ContentError> {
+    /// How the tenant's partition differs from its chunks in Postgres. Between a chunk's commit and its
+    /// index upsert an ingest in flight shows as missing points; at rest the two are equal.
+    pub async fn difference(&self, tenant: TenantId) -> Result<PartitionDifference, ContentError> {
         let partition = self.partition(tenant).await?;
         let in_postgres: HashSet<PointId> = self
             .store
@@ -179,9 +195,24 @@ impl Indexer {
             .into_iter()
             .collect();
         let in_index = self.index.point_ids(&partition).await?;
-        let stale: Vec<PointId> = in_index.difference(&in_postgres).copied().collect();
+        let mut stale: Vec<PointId> = in_index.difference(&in_postgres).copied().collect();
         let mut missing: Vec<PointId> = in_postgres.difference(&in_index).copied().collect();
+        stale.sort();
         missing.sort();
+        Ok(PartitionDifference {
+            in_postgres: in_postgres.len(),
+            in_index: in_index.len(),
+            missing,
+            stale,
+        })
+    }
+
+    /// Makes the tenant's partition hold exactly the points of its chunks in Postgres: missing points are
+    /// inserted (from the sealed vectors, or embedded again when there is none for this model) and points
+    /// without a chunk are dropped.
+    pub async fn reconcile(&self, tenant: TenantId) -> Result<ReconcileReport, ContentError> {
+        let partition = self.partition(tenant).await?;
+        let PartitionDifference { stale, missing, .. } = self.difference(tenant).await?;
         let mut report = ReconcileReport {
             removed: stale.len(),
             ..ReconcileReport::default()

@@ -384,6 +384,26 @@ pub struct AuditVerification {
 }
 
 #[derive(ToSchema)]
+pub struct IndexVerification {
+    /// Every partition holds exactly its tenant's chunks.
+    consistent: bool,
+    tenants: Vec<IndexPartitionCheck>,
+}
+
+#[derive(ToSchema)]
+pub struct IndexPartitionCheck {
+    tenant_id: Uuid,
+    /// Chunks in Postgres.
+    in_postgres: u64,
+    /// Points in the tenant's index partition.
+    in_index: u64,
+    /// Chunks without a point.
+    missing: u64,
+    /// Points without a chunk.
+    stale: u64,
+}
+
+#[derive(ToSchema)]
 pub struct UsageReport {
     #[schema(format = Date)]
     from: String,
@@ -620,6 +640,7 @@ use crate::routes::{admin, ask, chat, credentials, documents, health, metrics, s
         admin::revoke_key,
         admin::list_audit,
         admin::verify_audit,
+        admin::verify_index,
         admin::usage,
         admin::budget,
         admin::reload_policies,
