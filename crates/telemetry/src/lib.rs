@@ -51,6 +51,14 @@ pub struct TraceExport {
     provider: SdkTracerProvider,
 }
 
+/// Set once any exporter has started in this process. Until then no span has a trace context, so the
+/// per-request propagation below returns at once instead of asking every span for one.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl TraceExport {
     pub fn start(export: &OtlpExport) -> Result<TraceExport, TelemetryError> {
         let endpoint = traces_url(&export.endpoint)?;
@@ -79,6 +87,7 @@ impl TraceExport {
                     .build(),
             )
             .build();
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(TraceExport { provider })
     }
 
@@ -119,6 +128,9 @@ fn traces_url(endpoint: &str) -> Result<String, TelemetryError> {
 /// Makes `span` a child of the caller's trace when the request carries a valid `traceparent`. Without trace
 /// export (no OpenTelemetry layer), this does nothing.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !exporting() {
+        return;
+    }
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
@@ -128,6 +140,9 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
 /// `traceparent` (and `tracestate`) for an outgoing call made inside the current span; empty without export.
 pub fn outgoing_headers() -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
+    if !exporting() {
+        return headers;
+    }
     let context = tracing::Span::current().context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
@@ -137,6 +152,9 @@ pub fn outgoing_headers() -> http::HeaderMap {
 
 /// The `traceparent` of `span`, for the response (so a caller can find its request's trace).
 pub fn traceparent_of(span: &tracing::Span) -> Option<http::HeaderValue> {
+    if !exporting() {
+        return None;
+    }
     let context = span.context();
     if !context.span().span_context().is_valid() {
         return None;
