@@ -13,7 +13,8 @@ run:
 	scripts/fetch-model.sh
 	cargo run --release --bin ragvault -- serve
 
-## Run every test (unit, end-to-end through HTTP against real Postgres and OpenBao, CLI).
+## Run every test (unit, end-to-end through HTTP against real Postgres and OpenBao, CLI), then the fault
+## scenarios (benches/src/bin/scenarios.rs) in their short form against the debug build.
 test:
 	scripts/ensure-postgres.sh
 	scripts/ensure-openbao.sh
@@ -21,6 +22,7 @@ test:
 	scripts/ensure-openai-sdk.sh
 	scripts/ensure-chromium.sh
 	cargo test --workspace --all-targets --no-fail-fast
+	$(CARGO_TARGET_DIR)/debug/scenarios --quick --out $${CI_OUTPUT_DIR:-$${TMPDIR:-/tmp}}/scenarios-quick.md
 	@if [ -z "$$QDRANT_URL" ]; then echo "NOTE: QDRANT_URL is not set: the Qdrant backend tests (crates/search/tests/qdrant.rs) were skipped, not run."; fi
 
 lint:

