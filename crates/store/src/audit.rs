@@ -80,6 +80,40 @@ pub(crate) async fn insert(conn: &mut PgConnection, entry: &AuditEntry) -> Resul
     Ok(())
 }
 
+/// Appends events in one statement, chained in the given order (the metering writer's batches).
+pub(crate) async fn insert_many(
+    conn: &mut PgConnection,
+    entries: &[AuditEntry],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let tenant: Vec<Option<uuid::Uuid>> =
+        entries.iter().map(|e| e.tenant_id.map(|t| t.0)).collect();
+    let actor: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
+    let action: Vec<&str> = entries.iter().map(|e| e.action).collect();
+    let target: Vec<Option<&str>> = entries.iter().map(|e| e.target.as_deref()).collect();
+    let request_id: Vec<Option<&str>> = entries.iter().map(|e| e.request_id.as_deref()).collect();
+    let details: Vec<serde_json::Value> = entries.iter().map(|e| e.details.clone()).collect();
+    // Rows are inserted, and so chained, in the order the SELECT yields them.
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, actor, action, target, request_id, details)
+         SELECT tenant_id, actor, action, target, request_id, details
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+             WITH ORDINALITY AS e(tenant_id, actor, action, target, request_id, details, n)
+         ORDER BY n",
+    )
+    .bind(&tenant)
+    .bind(&actor)
+    .bind(&action)
+    .bind(&target)
+    .bind(&request_id)
+    .bind(&details)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Events checked per query while verifying, so a long log never sits in memory.
 const VERIFY_PAGE: i64 = 5_000;
 

@@ -227,9 +227,7 @@ impl Store {
                 spent.push((*tenant, *month, row.try_get("spent_micro_usd")?));
             }
         }
-        for entry in audits {
-            audit::insert(&mut tx, entry).await?;
-        }
+        audit::insert_many(&mut tx, audits).await?;
         tx.commit().await?;
         Ok(spent)
     }
