@@ -699,6 +699,128 @@ async fn chat_completions_speaks_openai_format_with_the_tenant_key() {
 
 /// The official OpenAI Python SDK (installed by scripts/ensure-openai-sdk.sh, which `make test` runs) pointed
 /// at ragvault gets grounded answers, whole and streamed, with the tenant key.
+/// A tenant whose policy sets `chat_mode = "plain"`: its messages go to the provider as they are (system
+/// included, no sources), with key lease, PII pseudonymization, metering and audit, and the answer comes back
+/// untouched (markers included), streaming and not.
+#[tokio::test]
+async fn plain_chat_mode_brokers_the_call_without_retrieval() {
+    let fake = FakeProvider::start().await;
+    let app = app_with_providers(
+        &fake,
+        &[("openai", "openai")],
+        &[("generation.chain", "[\"openai\"]")],
+    )
+    .await;
+    // No documents at all: a grounded answer would say it has no sources and call nobody.
+    let tenant = app.create_tenant(&unique_slug("plain")).await;
+    app.set_policy(&tenant.id, json!({"chat_mode": "plain"}))
+        .await;
+    let email = "jane.doe@example.com";
+    let body = json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": format!("Write a haiku for {email}")},
+        ],
+    });
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/chat/completions",
+        Some(&tenant.api_key),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"], DEFAULT_REPLY,
+        "markers kept"
+    );
+    assert_eq!(r.body["ragvault"]["citations"], json!([]));
+    let sent = fake.chat_bodies().pop().unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages[0]["content"], "You are terse.");
+    assert_eq!(messages[1]["content"], "Hi");
+    assert_eq!(
+        messages.last().unwrap()["content"],
+        "Write a haiku for <EMAIL_1>"
+    );
+    let text = sent.to_string();
+    assert!(
+        !text.contains(email) && !text.contains("sources-"),
+        "{text}"
+    );
+
+    let mut streaming = body.clone();
+    streaming["stream"] = json!(true);
+    let response = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&tenant.api_key)
+        .json(&streaming)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = response.text().await.unwrap();
+    let streamed: String = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(streamed, DEFAULT_REPLY);
+
+    // Metered and audited like any provider call.
+    let usage = call(
+        &app,
+        Method::GET,
+        &format!("/v1/admin/usage?tenant={}&group_by=model", tenant.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    assert_eq!(usage.body["rows"][0]["requests"], 2, "{}", usage.body);
+    let audit = call(
+        &app,
+        Method::GET,
+        &format!("/v1/admin/audit?tenant={}", tenant.id),
+        Some(&app.operator_key),
+        None,
+    )
+    .await;
+    let brokered = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "chat.brokered")
+        .count();
+    assert_eq!(brokered, 2, "{}", audit.body);
+    // A policy value outside the list is refused.
+    let refused = call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/admin/tenants/{}", tenant.id),
+        Some(&app.operator_key),
+        Some(json!({"policy": {"chat_mode": "raw"}})),
+    )
+    .await;
+    assert!(refused.status.is_client_error(), "{}", refused.body);
+    assert_eq!(
+        refused.body["error"]["code"], "invalid_policy",
+        "{}",
+        refused.body
+    );
+}
+
 #[tokio::test]
 async fn openai_python_sdk_calls_chat_completions() {
     let venv =

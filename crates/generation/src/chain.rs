@@ -5,7 +5,7 @@
 //! stream's own error event.
 
 use crate::breaker::{Admission, CircuitBreaker};
-use crate::prompt::{build_prompt, PromptBudget, SourceText};
+use crate::prompt::{build_prompt, plain_prompt, PromptBudget, SourceText};
 use crate::{
     ChatMessage, ChatProvider, ChatRequest, DataControls, GenerationError, StreamItem, TokenUsage,
 };
@@ -17,6 +17,9 @@ use tracing::Instrument;
 /// What is asked, already pseudonymized.
 #[derive(Clone, Debug)]
 pub struct AnswerInput {
+    /// `Some` for a plain brokered call (a tenant whose policy sets `chat_mode = "plain"`): this system prompt
+    /// (the client's own, possibly empty) goes as it is, with no sources and no grounding instructions.
+    pub plain_system: Option<String>,
     pub question: String,
     /// Earlier conversation turns (OpenAI-compatible endpoint); empty for `/v1/ask`.
     pub history: Vec<ChatMessage>,
@@ -89,15 +92,18 @@ impl ProviderChain {
         provider: &dyn ChatProvider,
         input: &AnswerInput,
     ) -> (ChatRequest, usize) {
-        let prompt = build_prompt(
-            &input.question,
-            &input.history,
-            &input.sources,
-            PromptBudget {
-                context_tokens: provider.context_tokens(),
-                max_output_tokens: input.max_output_tokens as usize,
-            },
-        );
+        let prompt = match &input.plain_system {
+            Some(system) => plain_prompt(system, &input.question, &input.history),
+            None => build_prompt(
+                &input.question,
+                &input.history,
+                &input.sources,
+                PromptBudget {
+                    context_tokens: provider.context_tokens(),
+                    max_output_tokens: input.max_output_tokens as usize,
+                },
+            ),
+        };
         let sources_used = prompt.sources_used;
         let request = ChatRequest {
             system: prompt.system,

@@ -131,6 +131,27 @@ pub fn build_prompt(
     }
 }
 
+/// A plain brokered call's prompt: the client's system prompt, its earlier turns and its last user message,
+/// as they are (already pseudonymized by the caller). No sources, no grounding instructions, no delimiters.
+pub fn plain_prompt(system: &str, question: &str, history: &[ChatMessage]) -> Prompt {
+    let mut messages: Vec<ChatMessage> = history.to_vec();
+    messages.push(ChatMessage {
+        role: Role::User,
+        content: question.to_owned(),
+    });
+    let input_tokens = count_tokens(system)
+        + messages
+            .iter()
+            .map(|m| count_tokens(&m.content) + 4)
+            .sum::<usize>();
+    Prompt {
+        system: system.to_owned(),
+        messages,
+        sources_used: 0,
+        input_tokens,
+    }
+}
+
 /// A document cannot know the tag, but it could still contain one by chance (or by reading an earlier
 /// answer); strip it so no delimiter can be forged.
 fn neutralise(text: &str, tag: &str) -> String {

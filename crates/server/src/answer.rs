@@ -304,6 +304,7 @@ impl Generator {
 pub fn estimated_input_tokens(input: &AnswerInput) -> u64 {
     use ragvault_generation::tokens::count_tokens;
     let counted = count_tokens(&input.question)
+        + input.plain_system.as_deref().map_or(0, count_tokens)
         + input
             .history
             .iter()
@@ -436,14 +437,7 @@ pub async fn ground(
         who,
         record_prompt,
     } = asked;
-    let generation = generator.for_tenant(tenant).await?;
-    if generation.chain.providers().next().is_none() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "provider_not_allowed",
-            "the tenant's policy allows none of the providers in its failover chain",
-        ));
-    }
+    let generation = chain_for(generator, tenant).await?;
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
     let pseudonymous_question = pseudonymizer.pseudonymize(question);
     if record_prompt {
@@ -483,17 +477,12 @@ pub async fn ground(
             text: pseudonymizer.pseudonymize(&c.text),
         })
         .collect();
-    let history: Vec<ChatMessage> = history
-        .iter()
-        .map(|m| ChatMessage {
-            role: m.role,
-            content: pseudonymizer.pseudonymize(&m.content),
-        })
-        .collect();
+    let history = pseudonymous_history(&mut pseudonymizer, history);
     Ok(Grounding {
         pseudonymizer,
         chunks,
         input: AnswerInput {
+            plain_system: None,
             question: pseudonymous_question,
             history,
             sources,
@@ -503,6 +492,66 @@ pub async fn ground(
         },
         generation,
         times,
+    })
+}
+
+/// The tenant's generation settings, refused when its policy allows none of its chain's providers.
+async fn chain_for(
+    generator: &Generator,
+    tenant: TenantId,
+) -> Result<Arc<TenantGeneration>, ApiError> {
+    let generation = generator.for_tenant(tenant).await?;
+    if generation.chain.providers().next().is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "provider_not_allowed",
+            "the tenant's policy allows none of the providers in its failover chain",
+        ));
+    }
+    Ok(generation)
+}
+
+fn pseudonymous_history(
+    pseudonymizer: &mut Pseudonymizer,
+    history: &[ChatMessage],
+) -> Vec<ChatMessage> {
+    history
+        .iter()
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: pseudonymizer.pseudonymize(&m.content),
+        })
+        .collect()
+}
+
+/// A plain brokered call (policy `chat_mode = "plain"`): no retrieval; the client's system prompt, earlier
+/// turns and question, pseudonymized under the tenant's PII policy, go to its failover chain with the same
+/// key lease, budget reservation, metering and audit as a grounded answer.
+pub async fn broker(
+    generator: &Generator,
+    tenant: TenantId,
+    asked: Question<'_>,
+    system: &str,
+) -> Result<Grounding, ApiError> {
+    let generation = chain_for(generator, tenant).await?;
+    let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
+    let question = pseudonymizer.pseudonymize(asked.text);
+    let system = pseudonymizer.pseudonymize(system);
+    let history = pseudonymous_history(&mut pseudonymizer, asked.history);
+    Ok(Grounding {
+        pseudonymizer,
+        chunks: Vec::new(),
+        input: AnswerInput {
+            plain_system: Some(system),
+            question,
+            history,
+            sources: Vec::new(),
+            max_output_tokens: asked.max_output_tokens,
+            temperature: asked.temperature,
+            data_controls: generation.policy.data_controls.unwrap_or_default(),
+        },
+        generation,
+        times: StageTimes::default(),
     })
 }
 
@@ -634,7 +683,14 @@ fn retrieval_audit(
         _ => None,
     };
     let documents: BTreeSet<String> = chunks.iter().map(|c| c.document_id.to_string()).collect();
-    ragvault_store::AuditEntry::new(caller.principal.actor(), "ask.retrieved")
+    // A grounded request without sources never reaches a provider, so a call with none is a plain brokered
+    // one (policy `chat_mode = "plain"`).
+    let action = if chunks.is_empty() {
+        "chat.brokered"
+    } else {
+        "ask.retrieved"
+    };
+    ragvault_store::AuditEntry::new(caller.principal.actor(), action)
         .tenant(tenant)
         .request_id(Some(caller.request_id.clone()))
         .details(serde_json::json!({
@@ -644,8 +700,8 @@ fn retrieval_audit(
         }))
 }
 
-/// Settles the budget reservation to the call's cost and commits its usage rows and retrieval audit event;
-/// returns only once both are durable.
+/// Settles the budget reservation to the call's cost and journals its usage rows and retrieval audit event
+/// (durable before the response; in Postgres shortly after, see `gateway::metering`).
 pub async fn finish_call(
     state: &crate::state::AppState,
     caller: &crate::extract::Caller,

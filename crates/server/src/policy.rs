@@ -54,9 +54,21 @@ pub struct TenantPolicy {
     /// Largest document the tenant may upload, in bytes (at most `http.body_limit_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_document_bytes: Option<u64>,
+    /// What `/v1/chat/completions` does: `grounded` (default: retrieval, sources, citations) or `plain` (a
+    /// brokered call: the client's messages to the tenant's chain, with key lease, budget, metering and audit,
+    /// and no retrieval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_mode: Option<ChatMode>,
     /// Documents older than this many days are deleted (their chunks, vectors and index points with them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatMode {
+    Grounded,
+    Plain,
 }
 
 /// A provider a request could reach, as the allow lists see it.

@@ -246,7 +246,8 @@ pub fn json_event(name: &str, data: &Value) -> Event {
 /// What turns provider stream items into client text: drop markers that cite nothing, restore PII (both
 /// hold back partial tokens across chunk boundaries).
 pub struct AnswerTextStream {
-    markers: MarkerFilter,
+    /// `None` for a plain brokered call: the text has no citation markers to check.
+    markers: Option<MarkerFilter>,
     restorer: StreamRestorer,
     pseudonymizer: Pseudonymizer,
 }
@@ -254,26 +255,45 @@ pub struct AnswerTextStream {
 impl AnswerTextStream {
     pub fn new(pseudonymizer: Pseudonymizer, sources: usize) -> AnswerTextStream {
         AnswerTextStream {
-            markers: MarkerFilter::new(sources),
+            markers: Some(MarkerFilter::new(sources)),
+            restorer: StreamRestorer::default(),
+            pseudonymizer,
+        }
+    }
+
+    /// A plain brokered call's text: placeholders restored, nothing else changed.
+    pub fn plain(pseudonymizer: Pseudonymizer) -> AnswerTextStream {
+        AnswerTextStream {
+            markers: None,
             restorer: StreamRestorer::default(),
             pseudonymizer,
         }
     }
 
     pub fn push(&mut self, delta: &str) -> String {
-        let filtered = self.markers.push(delta);
+        let filtered = match &mut self.markers {
+            Some(markers) => markers.push(delta),
+            None => delta.to_owned(),
+        };
         self.restorer.push(&self.pseudonymizer, &filtered)
     }
 
     pub fn finish(&mut self) -> String {
-        let filtered = self.markers.finish();
+        let filtered = self
+            .markers
+            .as_mut()
+            .map(MarkerFilter::finish)
+            .unwrap_or_default();
         let mut out = self.restorer.push(&self.pseudonymizer, &filtered);
         out.push_str(&self.restorer.finish(&self.pseudonymizer));
         out
     }
 
     pub fn cited(&self) -> Vec<usize> {
-        self.markers.cited().iter().copied().collect()
+        self.markers
+            .as_ref()
+            .map(|m| m.cited().iter().copied().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -2,7 +2,9 @@
 //! ragvault get grounded answers. Retrieval runs on the last user message; earlier user/assistant turns go
 //! along as conversation history; client `system` messages are ignored (ragvault's grounding instructions
 //! are the system prompt). Authenticated by the tenant key (`Authorization: Bearer`), never a provider key.
-//! Citations ride along in a `ragvault` field that SDKs keep as an extra attribute.
+//! Citations ride along in a `ragvault` field that SDKs keep as an extra attribute. A tenant whose policy sets
+//! `chat_mode = "plain"` gets a brokered call instead: its messages (system ones included) go to its failover
+//! chain without retrieval, under the same key lease, budget, metering and audit.
 
 use super::ask::{
     checked_max_tokens, checked_top_k, server_timing, stream_error_event, AnswerTextStream,
@@ -10,6 +12,7 @@ use super::ask::{
 use crate::answer::{self, citations, generation_error, NO_SOURCES_ANSWER};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Caller};
+use crate::policy::ChatMode;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -166,28 +169,35 @@ pub async fn chat_completions(
             "temperature must be between 0 and 2",
         ));
     }
-    let grounding = answer::ground(
-        &state.generator,
-        &state.retriever,
-        tenant,
-        answer::Question {
-            text: question,
-            history: &history,
-            top_k,
-            max_output_tokens: max_tokens,
-            temperature,
-            groups: caller.principal.access_groups(),
-            who: answer::embedding_for(&caller, tenant),
-            record_prompt: state.settings.tracing.debug_record_prompts,
-        },
-    )
-    .await?;
+    let asked = answer::Question {
+        text: question,
+        history: &history,
+        top_k,
+        max_output_tokens: max_tokens,
+        temperature,
+        groups: caller.principal.access_groups(),
+        who: answer::embedding_for(&caller, tenant),
+        record_prompt: state.settings.tracing.debug_record_prompts,
+    };
+    let plain = generation.policy.chat_mode == Some(ChatMode::Plain);
+    let grounding = if plain {
+        // The client's own system messages are its instructions here (a grounded answer ignores them).
+        let system: Vec<String> = request
+            .messages
+            .iter()
+            .filter(|m| m.role == "system" || m.role == "developer")
+            .map(|m| m.content.text())
+            .collect();
+        answer::broker(&state.generator, tenant, asked, &system.join("\n\n")).await?
+    } else {
+        answer::ground(&state.generator, &state.retriever, tenant, asked).await?
+    };
     let id = format!("chatcmpl-{}", caller.request_id);
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
     let requested_model = request.model.unwrap_or_else(|| "ragvault".into());
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
 
-    if grounding.chunks.is_empty() {
+    if grounding.chunks.is_empty() && !plain {
         let reply = Reply {
             id,
             created,
@@ -259,7 +269,11 @@ pub async fn chat_completions(
             },
         )
         .await?;
-        let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
+        let (filtered, cited) = if plain {
+            (answer.text.clone(), Default::default())
+        } else {
+            filter_markers(&answer.text, answer.sources_used)
+        };
         let text = grounding.pseudonymizer.restore(&filtered);
         let reply = Reply {
             id,
@@ -317,7 +331,11 @@ pub async fn chat_completions(
     let stream = ChatStreamState {
         meter,
         items,
-        text: AnswerTextStream::new(pseudonymizer, sources_used),
+        text: if plain {
+            AnswerTextStream::plain(pseudonymizer)
+        } else {
+            AnswerTextStream::new(pseudonymizer, sources_used)
+        },
         usage: TokenUsage::default(),
         bytes_received: 0,
         reply,
