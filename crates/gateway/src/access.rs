@@ -82,7 +82,13 @@ pub struct AccessControl {
     keys: Arc<KeySource>,
     widgets: Arc<WidgetTokens>,
     failures: Arc<crate::auth_failures::AuthFailures>,
+    /// When this replica last wrote each key's `last_used_at`: the column has minute resolution, so a busy
+    /// key costs one write a minute rather than one statement per request.
+    last_touched: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>>,
 }
+
+/// How often one replica records a key's use.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A new dashboard session.
 pub struct StartedAdminSession {
@@ -132,6 +138,7 @@ impl AccessControl {
             store,
             keys,
             failures: Arc::default(),
+            last_touched: Arc::default(),
         }
     }
 
@@ -342,6 +349,24 @@ impl AccessControl {
     }
 
     fn record_use(&self, kind: CredentialKind, id: uuid::Uuid) {
+        {
+            let mut touched = self
+                .last_touched
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if touched
+                .get(&id)
+                .is_some_and(|at| now.duration_since(*at) < TOUCH_EVERY)
+            {
+                return;
+            }
+            // Entries older than the interval are of no use: dropped so the map holds active keys only.
+            if touched.len() > 10_000 {
+                touched.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+            }
+            touched.insert(id, now);
+        }
         let store = self.store.clone();
         // Off the request path: a slow or failing last-used update must not slow or fail the request.
         tokio::spawn(async move {
