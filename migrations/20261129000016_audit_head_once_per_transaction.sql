@@ -38,6 +38,10 @@ BEGIN
 END
 $$ LANGUAGE plpgsql;
 
+-- As before (migration 10): the service role may not touch audit_head itself; the chain functions may.
+ALTER FUNCTION audit_log_chain() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION audit_log_write_head() SECURITY DEFINER SET search_path = public, pg_temp;
+
 CREATE CONSTRAINT TRIGGER audit_log_head AFTER INSERT ON audit_log
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION audit_log_write_head();

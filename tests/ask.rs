@@ -815,7 +815,7 @@ async fn plain_chat_mode_brokers_the_call_without_retrieval() {
     .await;
     assert!(refused.status.is_client_error(), "{}", refused.body);
     assert_eq!(
-        refused.body["error"]["code"], "invalid_policy",
+        refused.body["error"]["code"], "invalid_request",
         "{}",
         refused.body
     );

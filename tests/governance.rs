@@ -1739,6 +1739,8 @@ async fn metrics_cover_requests_provider_spend_search_index_and_ingest() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
 
+    // Usage series count committed rows: the answer's are committed behind its response.
+    app.settle().await;
     let text = ragvault_testkit::http::metrics_text(&app).await;
     let series = format!(
         "tenant=\"{}\",provider=\"openai\",model=\"openai-model\",kind=\"generation\",outcome=\"ok\"",

@@ -339,14 +339,11 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
     findings.row("2 key rotation every 20 s", report, server, wall);
 }
 
+/// `/readyz` as sampled: (seconds into the run, status, key_source state).
+type ReadinessLog = Arc<Mutex<Vec<(f64, u16, String)>>>;
+
 /// Samples `/readyz` every 250 ms until stopped: (seconds into the run, status, key_source state).
-fn watch_readiness(
-    stack: &Stack,
-    started: Instant,
-) -> (
-    tokio::task::JoinHandle<()>,
-    Arc<Mutex<Vec<(f64, u16, String)>>>,
-) {
+fn watch_readiness(stack: &Stack, started: Instant) -> (tokio::task::JoinHandle<()>, ReadinessLog) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (client, url, log) = (stack.client.clone(), stack.url("/readyz"), seen.clone());
     let handle = tokio::spawn(async move {

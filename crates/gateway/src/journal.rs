@@ -468,7 +468,7 @@ mod full_queue {
         let tickets = AtomicU64::new(0);
         let audit = AuditEntry::new("system", "retrieval");
         journal
-            .append(&[], &[audit.clone()], &queue, &tickets)
+            .append(&[], std::slice::from_ref(&audit), &queue, &tickets)
             .unwrap();
         assert!(journal.append(&[], &[audit], &queue, &tickets).is_err());
         assert_eq!(
