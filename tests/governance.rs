@@ -534,6 +534,78 @@ async fn budgets_stop_before_the_provider_and_hold_under_concurrency() {
     );
 }
 
+/// A journal left by a process that died: entries past the segment's commit mark are committed exactly once at
+/// the next start (the ones before it were committed by the dead process), and the segment and its mark go.
+#[tokio::test]
+async fn a_crashed_process_journal_is_replayed_exactly_once() {
+    use ragvault_gateway::{BudgetGuard, Metering};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("journal")).await;
+    let journal = tempfile::tempdir().unwrap();
+    let segment = "0f0e0d0c0b0a09080706050403020100";
+    let entry = |seq: u64| {
+        json!({
+            "seq": seq,
+            "usage": [{
+                "at_unix_micros": 1_800_000_000_000_000u64 + seq, "tenant_id": tenant.id,
+                "principal": "api_key:journal", "request_id": format!("replay-{seq}"), "kind": "generation",
+                "provider": "openai", "model": "m", "key_version": null, "input_tokens": 1,
+                "output_tokens": 1, "cost_micro_usd": 3, "latency_ms": 1, "bytes_sent": 0,
+                "bytes_received": 0, "outcome": "ok",
+            }],
+            "audits": [{
+                "tenant_id": tenant.id, "actor": "api_key:journal", "action": "ask.retrieved",
+                "target": null, "request_id": format!("replay-{seq}"), "details": {},
+            }],
+        })
+        .to_string()
+    };
+    let path = journal.path().join(format!("{segment}.jsonl"));
+    std::fs::write(&path, format!("{}\n{}\n{}\n", entry(1), entry(2), entry(3))).unwrap();
+    // The dead process had committed entry 1.
+    sqlx::query("INSERT INTO metering_journal_marks (segment, committed_seq) VALUES ($1, 1)")
+        .bind(segment)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let budgets = Arc::new(BudgetGuard::new(app.store.clone(), 1_000));
+    let started = std::time::Instant::now();
+    let _metering = Metering::start(app.store.clone(), budgets.clone(), journal.path()).unwrap();
+    while path.exists() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!path.exists(), "the replayed segment is deleted");
+    let replayed = || async {
+        let usage: Vec<String> = sqlx::query_scalar(
+            "SELECT request_id FROM usage_events WHERE principal = 'api_key:journal' ORDER BY request_id",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        let audits: Vec<String> = sqlx::query_scalar(
+            "SELECT request_id FROM audit_log WHERE actor = 'api_key:journal' ORDER BY request_id",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        (usage, audits)
+    };
+    let expected = vec!["replay-2".to_owned(), "replay-3".to_owned()];
+    assert_eq!(replayed().await, (expected.clone(), expected.clone()));
+    let marks: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM metering_journal_marks WHERE segment = $1")
+            .bind(segment)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(marks, 0, "the mark goes with its segment");
+    // Another start on the same folder finds nothing left to write.
+    let _again = Metering::start(app.store.clone(), budgets, journal.path()).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replayed().await, (expected.clone(), expected));
+}
+
 #[tokio::test]
 async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
     use ragvault_gateway::{BudgetGuard, TenantBudget};

@@ -474,6 +474,13 @@ impl Application {
             }
         };
         drop(self.background);
+        // Journaled usage and audit events go to Postgres before the pool closes (what cannot, stays in the
+        // journal and is committed at the next start).
+        if !self.state.metering.flush(grace).await {
+            tracing::warn!(
+                "metering journal not fully committed at shutdown; the next start commits the rest"
+            );
+        }
         // Budget leased but not spent goes back, so other replicas (or the next start) can use it.
         if let Err(e) = self.state.budgets.return_unused().await {
             tracing::warn!(error = %e, "could not return unused budget slices at shutdown");
