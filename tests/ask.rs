@@ -753,14 +753,11 @@ async fn plain_chat_mode_brokers_the_call_without_retrieval() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let events = response.text().await.unwrap();
-    let streamed: String = events
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
+    let streamed: String = sse_events(response)
+        .await
+        .iter()
+        .filter_map(|(_, d)| {
+            d["choices"][0]["delta"]["content"]
                 .as_str()
                 .map(str::to_owned)
         })

@@ -172,6 +172,15 @@ fn ingest_traffic(stack: &Stack, tenant: &Tenant, concurrency: usize) -> Traffic
     )
 }
 
+/// The server's CPU time since `before`, and its peak RSS so far.
+fn used_since(stack: &Stack, before: ResourceUse) -> ResourceUse {
+    let now = stack.server.resource_use();
+    ResourceUse {
+        cpu_seconds: now.cpu_seconds - before.cpu_seconds,
+        peak_rss_mib: now.peak_rss_mib,
+    }
+}
+
 /// Runs traffic and measures the server's CPU time and peak RSS over the same span.
 async fn measured(
     stack: &Stack,
@@ -181,15 +190,7 @@ async fn measured(
     let before = stack.server.resource_use();
     let started = Instant::now();
     let reports = load::run(&stack.client, traffics, duration).await;
-    let after = stack.server.resource_use();
-    (
-        reports,
-        ResourceUse {
-            cpu_seconds: after.cpu_seconds - before.cpu_seconds,
-            peak_rss_mib: after.peak_rss_mib,
-        },
-        started.elapsed(),
-    )
+    (reports, used_since(stack, before), started.elapsed())
 }
 
 /// 1. Steady `/v1/ask` at the highest rate this machine sustains with < 0.1% errors; then ask, chat and
@@ -409,10 +410,7 @@ async fn openbao_outage(options: &Options, findings: &mut Findings, concurrency:
     // Readiness after the outage: the key source check sees OpenBao again within a few probes.
     tokio::time::sleep(Duration::from_secs(3)).await;
     watcher.abort();
-    let server = ResourceUse {
-        cpu_seconds: stack.server.resource_use().cpu_seconds - before.cpu_seconds,
-        peak_rss_mib: stack.server.resource_use().peak_rss_mib,
-    };
+    let server = used_since(&stack, before);
     let report = reports[0].clone();
     findings.check(
         format!(
@@ -536,10 +534,7 @@ async fn postgres_restart(options: &Options, findings: &mut Findings, concurrenc
     let back = started.elapsed();
     let reports = load.await.expect("load");
     let wall = started.elapsed();
-    let server = ResourceUse {
-        cpu_seconds: stack.server.resource_use().cpu_seconds - before.cpu_seconds,
-        peak_rss_mib: stack.server.resource_use().peak_rss_mib,
-    };
+    let server = used_since(&stack, before);
     let (ask, ingest) = (&reports[0], &reports[1]);
     let failures: Vec<&load::Sample> = reports
         .iter()
