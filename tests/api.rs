@@ -386,6 +386,80 @@ async fn expired_keys_and_suspended_tenants_are_refused() {
     }
 }
 
+/// Authentication answers from memory between changes; a change made behind the server's back (another
+/// process, hand-written SQL) reaches it through Postgres' notification, and a lost listener is treated
+/// as a missed change.
+#[tokio::test]
+async fn key_changes_made_behind_the_servers_back_reach_its_authentication_cache() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant(&unique_slug("behind")).await;
+    let tenant_id: uuid::Uuid = tenant.id.parse().unwrap();
+    let pool = app.store.pool();
+    let sql = |statement: &'static str| async move {
+        sqlx::query(statement)
+            .bind(tenant_id)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    let whoami = || call(&app, Method::GET, "/v1/whoami", Some(&tenant.api_key), None);
+    // Polls until the key's state reads as `code` ("" = accepted); how long it took, if within 2 s.
+    let settles_to = |code: &'static str| async move {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            let r = whoami().await;
+            let seen = if r.status == 200 {
+                ""
+            } else {
+                r.body["error"]["code"].as_str().unwrap_or("?")
+            };
+            if seen == code {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    };
+    assert_eq!(whoami().await.status, 200);
+
+    // With the notification silenced (nothing but this test does that), the row read before answers:
+    // authentication did not go back to Postgres.
+    sql("ALTER TABLE api_keys DISABLE TRIGGER api_keys_access_change").await;
+    sql("UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1").await;
+    assert_eq!(whoami().await.status, 200, "the key row was not cached");
+    sqlx::query("SELECT pg_notify('ragvault_access_changes', 'test')")
+        .execute(pool)
+        .await
+        .unwrap();
+    assert!(settles_to("api_key_revoked").await.is_some());
+    sql("ALTER TABLE api_keys ENABLE TRIGGER api_keys_access_change").await;
+
+    // A hand-written change is announced by its trigger.
+    sql("UPDATE api_keys SET revoked_at = NULL WHERE tenant_id = $1").await;
+    let took = settles_to("").await.expect("un-revoking was not seen");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(whoami().await.status, 200);
+    sql("UPDATE tenants SET status = 'suspended' WHERE id = $1").await;
+    assert!(settles_to("tenant_suspended").await.is_some());
+    sql("UPDATE tenants SET status = 'active' WHERE id = $1").await;
+    assert!(settles_to("").await.is_some());
+
+    // The listener's connection is cut and a change lands while it is away: the change is seen all the same.
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE 'LISTEN%') t",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(cut, 1, "one listener per server");
+    sql("UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1").await;
+    assert!(settles_to("api_key_revoked").await.is_some());
+    // Listening again: a later change arrives by notification.
+    sql("UPDATE api_keys SET revoked_at = NULL WHERE tenant_id = $1").await;
+    assert!(settles_to("").await.is_some());
+}
+
 #[tokio::test]
 async fn every_failure_class_gets_the_error_envelope() {
     let app = spawn_app_with(&[("http.body_limit_bytes", "4096")]).await;

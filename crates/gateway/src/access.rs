@@ -6,8 +6,8 @@ use ragvault_core::{
 };
 use ragvault_credentials::{ApiKeyHasher, DirectoryKey, KeySource, PresentedKey, Secret};
 use ragvault_store::{
-    ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, DataKeyPurpose, NewApiKey, NewDataKey,
-    NewOperatorKey, NewTenant, Store, TenantRecord,
+    AccessChanges, ApiKeyRecord, AuditEntry, CredentialKind, CredentialRow, DataKeyPurpose,
+    GuardedCache, NewApiKey, NewDataKey, NewOperatorKey, NewTenant, Store, TenantRecord,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -82,10 +82,24 @@ pub struct AccessControl {
     keys: Arc<KeySource>,
     widgets: Arc<WidgetTokens>,
     failures: Arc<crate::auth_failures::AuthFailures>,
+    /// Key rows by public id, so a request authenticates without a round trip; voided by any announced
+    /// change to keys or tenants (see `ragvault_store::AccessChanges`). The hash is still checked on every
+    /// request: only what Postgres said is kept, never a verdict.
+    credentials: Arc<GuardedCache<String, Arc<Vec<CredentialRow>>>>,
+    /// Told of changes made here at once: the notification from Postgres could arrive after the caller's
+    /// next request.
+    changes: Arc<AccessChanges>,
     /// When this replica last wrote each key's `last_used_at`: the column has minute resolution, so a busy
     /// key costs one write a minute rather than one statement per request.
     last_touched: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>>,
 }
+
+/// The longest a key row is trusted from memory even if no change was announced (a bound, should an
+/// announcement ever be missed without the listener noticing).
+const CREDENTIAL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Distinct keys kept in memory per replica.
+const CREDENTIAL_CACHE_CAPACITY: usize = 50_000;
 
 /// How often one replica records a key's use.
 const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -122,23 +136,43 @@ pub struct KeyRotation {
 }
 
 impl AccessControl {
+    /// Access control that reads Postgres on every authentication (tools that run once).
     pub fn new(store: Store, keys: Arc<KeySource>) -> AccessControl {
-        AccessControl::with_widget_settings(store, keys, WidgetTokenSettings::default())
+        AccessControl::with_widget_settings(
+            store,
+            keys,
+            WidgetTokenSettings::default(),
+            AccessChanges::never(),
+        )
     }
 
+    /// `changes` decides what may be authenticated from memory: with a feed that listens, key rows and
+    /// tenant states are kept until a change is announced.
     pub fn with_widget_settings(
         store: Store,
         keys: Arc<KeySource>,
         widget: WidgetTokenSettings,
+        changes: Arc<AccessChanges>,
     ) -> AccessControl {
         AccessControl {
-            widgets: Arc::new(WidgetTokens::new(store.clone(), keys.clone(), widget)),
+            widgets: Arc::new(WidgetTokens::new(
+                store.clone(),
+                keys.clone(),
+                widget,
+                changes.clone(),
+            )),
+            credentials: Arc::new(GuardedCache::new(
+                changes.clone(),
+                CREDENTIAL_CACHE_TTL,
+                CREDENTIAL_CACHE_CAPACITY,
+            )),
             hasher: Arc::new(keys.api_key_hasher()),
             directory: Arc::new(keys.directory_key()),
             store,
             keys,
             failures: Arc::default(),
             last_touched: Arc::default(),
+            changes,
         }
     }
 
@@ -321,17 +355,35 @@ impl AccessControl {
         }
         let presented =
             PresentedKey::parse(token.trim()).map_err(|_| GatewayError::InvalidCredentials)?;
-        let candidates = self.store.find_credentials(presented.public_id()).await?;
+        let candidates = self.credentials_for(presented.public_id()).await?;
         let Some(row) = candidates
-            .into_iter()
+            .iter()
             .find(|row| self.hasher.verify(&presented, &row.key_hash))
         else {
             self.hasher.verify_against_nothing(&presented);
             return Err(GatewayError::InvalidCredentials);
         };
-        let principal = check_usable(&row, OffsetDateTime::now_utc())?;
+        let principal = check_usable(row, OffsetDateTime::now_utc())?;
         self.record_use(row.kind, row.id);
         Ok(principal)
+    }
+
+    /// The key rows with this public id, from memory while no change was announced since they were read.
+    /// Only rows that exist are kept: unknown ids (guesses) cannot fill the cache.
+    async fn credentials_for(
+        &self,
+        public_id: &str,
+    ) -> Result<Arc<Vec<CredentialRow>>, GatewayError> {
+        if let Some(rows) = self.credentials.get(public_id) {
+            return Ok(rows);
+        }
+        let ticket = self.credentials.ticket();
+        let rows = Arc::new(self.store.find_credentials(public_id).await?);
+        if !rows.is_empty() {
+            self.credentials
+                .put(ticket, public_id.to_owned(), rows.clone());
+        }
+        Ok(rows)
     }
 
     /// The tenant a page names, by id or slug; an unknown one is a wrong tenant for any token.
@@ -509,7 +561,9 @@ impl AccessControl {
             .tenant(tenant)
             .target(format!("tenant:{tenant}"))
             .details(json!({ "kek_destroyed": true }));
-        if !self.store.delete_tenant(tenant, &audit).await? {
+        let deleted = self.store.delete_tenant(tenant, &audit).await?;
+        self.changes.announce();
+        if !deleted {
             return Err(ragvault_store::StoreError::NotFound("tenant").into());
         }
         Ok(())
@@ -561,7 +615,8 @@ impl AccessControl {
         })
     }
 
-    /// Revokes a key; it stops working on the next request (authentication reads the row every time).
+    /// Revokes a key; it stops working on this replica's next request, on others' as soon as Postgres
+    /// notifies them.
     pub async fn revoke_api_key(
         &self,
         tenant_id: TenantId,
@@ -572,7 +627,9 @@ impl AccessControl {
             .audit("api_key.revoked")
             .tenant(tenant_id)
             .target(format!("api_key:{key_id}"));
-        Ok(self.store.revoke_api_key(tenant_id, key_id, &audit).await?)
+        let revoked = self.store.revoke_api_key(tenant_id, key_id, &audit).await?;
+        self.changes.announce();
+        Ok(revoked)
     }
 
     pub async fn set_tenant_status(
@@ -593,6 +650,7 @@ impl AccessControl {
             .store
             .set_tenant_status(tenant_id, status, &audit)
             .await?;
+        self.changes.announce();
         self.view(record)
     }
 
@@ -649,7 +707,9 @@ impl AccessControl {
         let audit = ctx
             .audit("operator_key.revoked")
             .target(format!("operator_key:{key_id}"));
-        Ok(self.store.revoke_operator_key(key_id, &audit).await?)
+        let revoked = self.store.revoke_operator_key(key_id, &audit).await?;
+        self.changes.announce();
+        Ok(revoked)
     }
 }
 

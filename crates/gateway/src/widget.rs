@@ -11,12 +11,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ragvault_core::{Principal, TenantId, TenantStatus, WidgetTokenId};
 use ragvault_credentials::{KeySource, Secret, WidgetTokenKey};
-use ragvault_store::{Store, StoreError, WidgetSigningKeyRecord};
+use ragvault_store::{AccessChanges, GuardedCache, Store, StoreError, WidgetSigningKeyRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+
+/// The longest a tenant's state is trusted from memory without an announced change.
+const TENANT_STATE_TTL: Duration = Duration::from_secs(60);
+const TENANT_STATE_CAPACITY: usize = 10_000;
 
 pub const WIDGET_TOKEN_PREFIX: &str = "rvw1";
 /// Access groups a token or document may carry, and how long a name may be.
@@ -129,17 +133,26 @@ pub struct WidgetTokens {
     source: Arc<KeySource>,
     settings: WidgetTokenSettings,
     cache: Mutex<KeyCache>,
+    /// Each token's tenant state (`None`: deleted), so a widget request costs no round trip; voided by any
+    /// announced change to tenants.
+    tenant_states: GuardedCache<TenantId, Option<TenantStatus>>,
     // Serialises reloads so a burst of unknown ids makes one query, not one each.
     reload: tokio::sync::Mutex<()>,
 }
 
 impl WidgetTokens {
-    pub fn new(store: Store, source: Arc<KeySource>, settings: WidgetTokenSettings) -> Self {
+    pub fn new(
+        store: Store,
+        source: Arc<KeySource>,
+        settings: WidgetTokenSettings,
+        changes: Arc<AccessChanges>,
+    ) -> Self {
         WidgetTokens {
             store,
             source,
             settings,
             cache: Mutex::new(KeyCache::default()),
+            tenant_states: GuardedCache::new(changes, TENANT_STATE_TTL, TENANT_STATE_CAPACITY),
             reload: tokio::sync::Mutex::new(()),
         }
     }
@@ -333,12 +346,11 @@ impl WidgetTokens {
         if tenant_hint.is_some_and(|hint| hint != claims.tenant) {
             return Err(GatewayError::WidgetWrongTenant);
         }
-        match self.store.get_tenant(claims.tenant).await {
-            Ok(tenant) if tenant.status == TenantStatus::Active => {}
-            Ok(_) => return Err(GatewayError::TenantSuspended),
+        match self.tenant_state(claims.tenant).await? {
+            Some(TenantStatus::Active) => {}
+            Some(_) => return Err(GatewayError::TenantSuspended),
             // Signed by us for a tenant that has since been deleted.
-            Err(StoreError::NotFound(_)) => return Err(GatewayError::WidgetWrongTenant),
-            Err(e) => return Err(e.into()),
+            None => return Err(GatewayError::WidgetWrongTenant),
         }
         Ok(Principal::Widget {
             tenant_id: claims.tenant,
@@ -346,6 +358,20 @@ impl WidgetTokens {
             subject: claims.subject,
             groups: claims.groups,
         })
+    }
+
+    async fn tenant_state(&self, tenant: TenantId) -> Result<Option<TenantStatus>, GatewayError> {
+        if let Some(state) = self.tenant_states.get(&tenant) {
+            return Ok(state);
+        }
+        let ticket = self.tenant_states.ticket();
+        let state = match self.store.get_tenant(tenant).await {
+            Ok(record) => Some(record.status),
+            Err(StoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.tenant_states.put(ticket, tenant, state);
+        Ok(state)
     }
 
     fn key(&self, kid: &str) -> Option<Arc<CachedKey>> {

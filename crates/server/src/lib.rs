@@ -211,6 +211,8 @@ impl Application {
             store.clone(),
             key_source.clone(),
             settings.widget.token_settings(),
+            // Authentication from memory, kept honest by Postgres notifications of every key or tenant change.
+            store.listen_for_access_changes(),
         );
         let sealed = access.seal_clear_slugs().await?;
         if sealed > 0 {

@@ -7,6 +7,7 @@
 mod admin_sessions;
 mod audit;
 mod availability;
+mod changes;
 mod data_keys;
 mod documents;
 mod error;
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub use admin_sessions::AdminSession;
 pub use audit::{AuditEntry, AuditProblem, AuditRecord, AuditVerification};
 pub use availability::DatabaseWatch;
+pub use changes::{AccessChanges, CacheTicket, GuardedCache};
 pub use data_keys::{DataKeyPurpose, DataKeyRecord, NewDataKey};
 pub use documents::{
     ChunkRecord, DocumentRecord, NewChunk, NewDocument, PutOutcome, ResealedChunk,
@@ -127,6 +129,12 @@ impl Store {
     /// Starts watching whether Postgres answers (a connection of its own, probed every `every`).
     pub fn watch_availability(&self, every: std::time::Duration) -> std::sync::Arc<DatabaseWatch> {
         DatabaseWatch::start(self.pool.clone(), every)
+    }
+
+    /// Starts listening for changes to who may call (keys revoked, tenants suspended), on a connection of
+    /// its own, until the returned feed is dropped.
+    pub fn listen_for_access_changes(&self) -> std::sync::Arc<AccessChanges> {
+        AccessChanges::start(self.pool.clone())
     }
 
     /// A cheap round trip for readiness checks.
