@@ -29,5 +29,6 @@ pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{
     check_subject, is_widget_token, valid_group_names, MintRequest, MintedToken,
-    WidgetTokenSettings, WidgetTokens, MAX_GROUPS, MAX_GROUP_CHARS, WIDGET_TOKEN_PREFIX,
+    UnverifiedWidgetToken, WidgetTokenSettings, WidgetTokens, MAX_GROUPS, MAX_GROUP_CHARS,
+    WIDGET_TOKEN_PREFIX,
 };

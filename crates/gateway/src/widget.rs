@@ -309,10 +309,8 @@ impl WidgetTokens {
         tenant_hint: Option<TenantId>,
         now: OffsetDateTime,
     ) -> Result<Principal, GatewayError> {
-        let (signed, kid, claims_b64, tag) = split(token)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
-            .map_err(|_| GatewayError::MalformedWidgetToken)?;
+        let presented = UnverifiedWidgetToken::parse(token)?;
+        let kid = presented.kid();
         if self.stale() {
             // Picks up rotations and retirements made by other replicas (one query per interval).
             self.reload(REFRESH_EVERY).await?;
@@ -324,17 +322,13 @@ impl WidgetTokens {
                 self.key(kid).ok_or(GatewayError::WidgetKeyRetired)?
             }
         };
-        if !key.key.verify(signed.as_bytes(), &tag) {
+        if !key.key.verify(presented.signed.as_bytes(), &presented.tag) {
             return Err(GatewayError::WidgetTokenTampered);
         }
         if key.verify_until.is_some_and(|until| until <= now) {
             return Err(GatewayError::WidgetKeyRetired);
         }
-        let claims: Claims = URL_SAFE_NO_PAD
-            .decode(claims_b64)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or(GatewayError::MalformedWidgetToken)?;
+        let claims = presented.decoded_claims()?;
         if claims.expires_at <= now.unix_timestamp() {
             return Err(GatewayError::WidgetTokenExpired);
         }
@@ -405,28 +399,66 @@ pub fn is_widget_token(token: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.'))
 }
 
-/// `(signed part, kid, claims, tag)` of a well-formed token.
-fn split(token: &str) -> Result<(&str, &str, &str, &str), GatewayError> {
-    if token.len() > MAX_TOKEN_CHARS {
-        return Err(GatewayError::MalformedWidgetToken);
+/// A presented token taken apart, before any key is looked up or the tag checked: everything in it is
+/// still the caller's say-so.
+#[derive(Debug)]
+pub struct UnverifiedWidgetToken<'a> {
+    signed: &'a str,
+    kid: &'a str,
+    claims: &'a str,
+    tag: Vec<u8>,
+}
+
+impl<'a> UnverifiedWidgetToken<'a> {
+    /// Splits `rvw1.<kid>.<claims>.<tag>` and decodes the tag; `MalformedWidgetToken` for anything else.
+    pub fn parse(token: &'a str) -> Result<UnverifiedWidgetToken<'a>, GatewayError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(GatewayError::MalformedWidgetToken);
+        }
+        let (signed, tag) = token
+            .rsplit_once('.')
+            .ok_or(GatewayError::MalformedWidgetToken)?;
+        let mut parts = signed.split('.');
+        let (Some(WIDGET_TOKEN_PREFIX), Some(kid), Some(claims), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(GatewayError::MalformedWidgetToken);
+        };
+        let kid_ok = (1..=32).contains(&kid.len())
+            && kid
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !kid_ok || claims.is_empty() || tag.is_empty() {
+            return Err(GatewayError::MalformedWidgetToken);
+        }
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| GatewayError::MalformedWidgetToken)?;
+        Ok(UnverifiedWidgetToken {
+            signed,
+            kid,
+            claims,
+            tag,
+        })
     }
-    let (signed, tag) = token
-        .rsplit_once('.')
-        .ok_or(GatewayError::MalformedWidgetToken)?;
-    let mut parts = signed.split('.');
-    let (Some(WIDGET_TOKEN_PREFIX), Some(kid), Some(claims), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(GatewayError::MalformedWidgetToken);
-    };
-    let kid_ok = (1..=32).contains(&kid.len())
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !kid_ok || claims.is_empty() || tag.is_empty() {
-        return Err(GatewayError::MalformedWidgetToken);
+
+    /// The signing key id the token names.
+    pub fn kid(&self) -> &'a str {
+        self.kid
     }
-    Ok((signed, kid, claims, tag))
+
+    /// Decodes the claims; only meaningful once the tag has been verified (`WidgetTokens::verify`).
+    pub fn claims(&self) -> Result<(), GatewayError> {
+        self.decoded_claims().map(|_| ())
+    }
+
+    fn decoded_claims(&self) -> Result<Claims, GatewayError> {
+        URL_SAFE_NO_PAD
+            .decode(self.claims)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or(GatewayError::MalformedWidgetToken)
+    }
 }
 
 /// A fresh key id: 16 hex characters, random.
@@ -445,7 +477,7 @@ mod tests {
 
     #[test]
     fn splits_only_well_formed_tokens() {
-        assert!(split("rvw1.abc.e30.AAAA").is_ok());
+        assert!(UnverifiedWidgetToken::parse("rvw1.abc.e30.AAAA").is_ok());
         for bad in [
             "",
             "rvw1",
@@ -458,11 +490,16 @@ mod tests {
             "rvw1..e30.AAAA",
         ] {
             assert!(
-                matches!(split(bad), Err(GatewayError::MalformedWidgetToken)),
+                matches!(
+                    UnverifiedWidgetToken::parse(bad),
+                    Err(GatewayError::MalformedWidgetToken)
+                ),
                 "{bad}"
             );
         }
-        assert!(split(&format!("rvw1.abc.{}.AAAA", "e".repeat(3000))).is_err());
+        assert!(
+            UnverifiedWidgetToken::parse(&format!("rvw1.abc.{}.AAAA", "e".repeat(3000))).is_err()
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod routes;
 mod state;
 pub mod suspensions;
 pub mod telemetry;
+pub mod untrusted;
 mod webhook;
 
 pub use config::{ConfigError, Settings};

@@ -77,15 +77,7 @@ fn read_dir(
                 continue;
             }
         };
-        let value: toml::Value = match toml::from_str(&text) {
-            Ok(value) => value,
-            Err(e) => {
-                problems.push(problem("(syntax)", e.message().to_owned()));
-                continue;
-            }
-        };
-        let parsed: Result<TenantPolicy, _> = serde_path_to_error::deserialize(value);
-        match parsed {
+        match parse_policy(&text) {
             Ok(policy) => match policy.validate(&state.settings) {
                 Ok(()) => policies.push((slug, policy)),
                 Err(e) => {
@@ -98,13 +90,7 @@ fn read_dir(
                     problems.push(problem(&key, reason));
                 }
             },
-            Err(e) => {
-                let key = e.path().to_string();
-                problems.push(problem(
-                    if key == "." { "-" } else { &key },
-                    e.into_inner().message().to_owned(),
-                ));
-            }
+            Err((key, reason)) => problems.push(problem(&key, reason)),
         }
     }
     if problems.is_empty() {
@@ -112,6 +98,18 @@ fn read_dir(
     } else {
         Err(problems)
     }
+}
+
+/// A policy file's text as a policy (syntax, then keys; not yet validated against the configuration), or
+/// the key at fault (`(syntax)` for TOML that does not parse, `-` for the whole file) and the reason.
+pub(crate) fn parse_policy(text: &str) -> Result<TenantPolicy, (String, String)> {
+    let value: toml::Value =
+        toml::from_str(text).map_err(|e| ("(syntax)".to_owned(), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "-".to_owned() } else { key };
+        (key, e.into_inner().message().to_owned())
+    })
 }
 
 /// Reads `policies.dir` and applies every changed policy; nothing is applied when any file is bad.
