@@ -23,6 +23,10 @@ pub struct Traffic {
     pub think_time: Duration,
     /// Keep the JSON body of every success (ingest: the ids to check afterwards).
     pub keep_bodies: bool,
+    /// Open loop: this many requests a second over all workers, each sent at its scheduled time whatever
+    /// the answers before it did, its latency counted from that time (a late send is the server's delay,
+    /// not a request left out). `None`: closed loop, each worker sends when its last request ended.
+    pub rate_per_second: Option<f64>,
 }
 
 impl Traffic {
@@ -41,6 +45,7 @@ impl Traffic {
             body: Arc::new(body),
             think_time: Duration::ZERO,
             keep_bodies: false,
+            rate_per_second: None,
         }
     }
 }
@@ -270,8 +275,24 @@ pub async fn run_until(
             workers.push(tokio::spawn(async move {
                 let mut n = worker as u64;
                 let mut mine = Vec::new();
+                // Paced: worker `w` of `c` sends at start + (w + k·c) / rate.
+                let interval = traffic
+                    .rate_per_second
+                    .map(|rate| Duration::from_secs_f64(traffic.concurrency as f64 / rate));
+                let mut scheduled = interval.map(|every| {
+                    started + every.mul_f64(worker as f64 / traffic.concurrency as f64)
+                });
                 while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
+                    if let Some(at) = scheduled {
+                        tokio::time::sleep_until(at.into()).await;
+                        if at >= deadline {
+                            break;
+                        }
+                    }
+                    let sent = scheduled.unwrap_or_else(Instant::now);
+                    if let (Some(at), Some(every)) = (scheduled.as_mut(), interval) {
+                        *at += every;
+                    }
                     let response = send(&client, &traffic, n).await;
                     mine.push(Sample {
                         sent_at: sent - started,

@@ -831,7 +831,11 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
     let token = minted["token"].as_str().expect("widget token").to_owned();
     let victim_concurrency = (concurrency / 2).max(4);
     let phase = options.secs(60, 10);
-    load::run(
+    // What the victim's traffic alone sustains flat out on this machine; the runs below offer half of it,
+    // at fixed times (open loop), so the victim's latency is the server's and not a queue of its own
+    // making, and the hostile classes are offered at fixed rates rather than as fast as the harness,
+    // which shares the two cores, can send them.
+    let capacity = load::run(
         &stack.client,
         &[ask_traffic(
             &stack,
@@ -839,20 +843,22 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
             &victim.api_key,
             victim_concurrency,
         )],
-        Duration::from_secs(2),
+        Duration::from_secs(5),
     )
     .await;
-    let (baseline, server, wall) = measured(
-        &stack,
-        &[ask_traffic(
-            &stack,
-            "victim ask (alone)",
-            &victim.api_key,
-            victim_concurrency,
-        )],
-        phase,
-    )
-    .await;
+    let rate = (capacity[0].ok() as f64 / 5.0 / 2.0).max(5.0);
+    let paced = |traffic: Traffic, per_second: f64| Traffic {
+        rate_per_second: Some(per_second),
+        ..traffic
+    };
+    let victim_traffic = |name: &str| {
+        paced(
+            ask_traffic(&stack, name, &victim.api_key, victim_concurrency),
+            rate,
+        )
+    };
+    let (baseline, server, wall) =
+        measured(&stack, &[victim_traffic("victim ask (alone)")], phase).await;
     let baseline = baseline[0].clone();
     findings.row(
         "6 noisy neighbours: baseline",
@@ -860,16 +866,24 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
         server,
         wall,
     );
+    // Each hostile class at the victim's own rate: two thirds of all requests are refusals.
     let (reports, server, wall) = measured(
         &stack,
         &[
-            ask_traffic(&stack, "victim ask", &victim.api_key, victim_concurrency),
-            ask_traffic(&stack, "over-budget tenant", &broke.api_key, 4),
-            ask_traffic(&stack, "widget subject flood", &token, 4),
+            victim_traffic("victim ask"),
+            paced(
+                ask_traffic(&stack, "over-budget tenant", &broke.api_key, 8),
+                rate,
+            ),
+            paced(ask_traffic(&stack, "widget subject flood", &token, 8), rate),
         ],
         phase,
     )
     .await;
+    findings.notes.push(format!(
+        "Scenario 6 offered the victim {rate:.0} answers/s (half of the {:.0}/s it sustained alone, flat out), and each hostile class the same rate.",
+        capacity[0].ok() as f64 / 5.0
+    ));
     let (victim_run, broke_run, flood_run) = (&reports[0], &reports[1], &reports[2]);
     let (alone, crowded) = (baseline.ok_latency().p99, victim_run.ok_latency().p99);
     findings.check(
