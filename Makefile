@@ -23,6 +23,7 @@ test:
 	scripts/ensure-chromium.sh
 	cargo test --workspace --all-targets --no-fail-fast
 	$(CARGO_TARGET_DIR)/debug/scenarios --quick --out $${CI_OUTPUT_DIR:-$${TMPDIR:-/tmp}}/scenarios-quick.md
+	scripts/fuzz.sh $${RAGVAULT_FUZZ_SECONDS:-20}
 	@if [ -z "$$QDRANT_URL" ]; then echo "NOTE: QDRANT_URL is not set: the Qdrant backend tests (crates/search/tests/qdrant.rs) were skipped, not run."; fi
 
 lint:

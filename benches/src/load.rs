@@ -68,6 +68,23 @@ pub struct Sample {
     pub request_id: Option<String>,
     /// The JSON body of a success, when the traffic keeps it (`Traffic::keep_bodies`).
     pub body: Option<Value>,
+    /// The response's `server-timing` header (`embed;dur=…, retrieve;dur=…, provider;dur=…, total;dur=…`):
+    /// where the server says the time went, to tell its latency from the harness's.
+    pub server_timing: Option<String>,
+}
+
+impl Sample {
+    /// One stage's duration from `server-timing`, if the response named it.
+    pub fn stage(&self, name: &str) -> Option<Duration> {
+        self.server_timing.as_deref()?.split(',').find_map(|entry| {
+            let (stage, dur) = entry.trim().split_once(";dur=")?;
+            (stage == name)
+                .then(|| dur.parse::<f64>().ok())
+                .flatten()
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        })
+    }
 }
 
 /// Every sample of one traffic class over one run.
@@ -199,6 +216,7 @@ pub struct Response {
     pub outcome: Outcome,
     pub request_id: Option<String>,
     pub body: Option<Value>,
+    pub server_timing: Option<String>,
 }
 
 /// Sends one request and classifies what came back. The body is read whole: a response that breaks off
@@ -210,12 +228,16 @@ pub async fn send(client: &reqwest::Client, traffic: &Traffic, n: u64) -> Respon
         .json(&(traffic.body)(n))
         .send()
         .await;
-    let request_id = response.as_ref().ok().and_then(|r| {
-        r.headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    });
+    let header = |name: &str| {
+        response.as_ref().ok().and_then(|r| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+    };
+    let request_id = header("x-request-id");
+    let server_timing = header("server-timing");
     let (outcome, body) = match response {
         Ok(r) if r.status().is_success() => match r.bytes().await {
             Ok(bytes) => (
@@ -244,6 +266,7 @@ pub async fn send(client: &reqwest::Client, traffic: &Traffic, n: u64) -> Respon
         outcome,
         request_id,
         body,
+        server_timing,
     }
 }
 
@@ -300,6 +323,7 @@ pub async fn run_until(
                         outcome: response.outcome,
                         request_id: response.request_id,
                         body: response.body,
+                        server_timing: response.server_timing,
                     });
                     n += traffic.concurrency as u64;
                     if !traffic.think_time.is_zero() {
@@ -339,7 +363,20 @@ mod tests {
             outcome,
             request_id: None,
             body: None,
+            server_timing: None,
         }
+    }
+
+    #[test]
+    fn server_timing_stages_are_read_by_name() {
+        let mut s = sample(0, 60, Outcome::Ok);
+        s.server_timing =
+            Some("embed;dur=1.500, retrieve;dur=0.250, provider;dur=50.000, total;dur=52.1".into());
+        assert_eq!(s.stage("embed"), Some(Duration::from_micros(1500)));
+        assert_eq!(s.stage("total"), Some(Duration::from_micros(52_100)));
+        assert_eq!(s.stage("queue"), None);
+        s.server_timing = Some("total;dur=nope".into());
+        assert_eq!(s.stage("total"), None);
     }
 
     #[test]

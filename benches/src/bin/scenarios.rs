@@ -881,6 +881,11 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
     )
     .await;
     findings.notes.push(format!(
+        "Scenario 6, where the victim's time went by the server's own `server-timing` (p99 ms, alone / beside the others): {} / {}.",
+        stage_p99s(&baseline),
+        stage_p99s(&reports[0])
+    ));
+    findings.notes.push(format!(
         "Scenario 6 offered the victim {rate:.0} answers/s (half of the {:.0}/s it sustained alone, flat out), and each hostile class the same rate.",
         capacity[0].ok() as f64 / 5.0
     ));
@@ -929,6 +934,25 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
     for report in reports {
         findings.row("6 noisy neighbours", report, server, wall);
     }
+}
+
+/// p99 of each `server-timing` stage over a report's successes.
+fn stage_p99s(report: &TrafficReport) -> String {
+    ["embed", "retrieve", "provider", "total"]
+        .iter()
+        .map(|stage| {
+            let p99 = load::Percentiles::of(
+                report
+                    .samples
+                    .iter()
+                    .filter(|s| s.outcome == Outcome::Ok)
+                    .filter_map(|s| s.stage(stage)),
+            )
+            .p99;
+            format!("{stage} {p99:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() {

@@ -39,7 +39,9 @@ fn decode_entities(text: &str) -> String {
     while let Some(start) = rest.find('&') {
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
-        let Some(end) = tail[..tail.len().min(12)].find(';') else {
+        // Bytes, not a string slice: the 12th byte can fall inside a multi-byte character (found by the
+        // `documents` fuzz target); `;` is ASCII, so where it is found is a character boundary.
+        let Some(end) = tail.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &tail[1..];
             continue;
@@ -219,6 +221,15 @@ fn push_text(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ampersand_before_a_multibyte_character_is_text() {
+        // Found by the `documents` fuzz target: this panicked (a slice inside `϶`).
+        let parsed = HtmlParser
+            .parse("<p>&&&&&&&&&&&\u{3f6} &amp; &#x3f6;</p>".as_bytes())
+            .unwrap();
+        assert_eq!(parsed.sections[0].text, "&&&&&&&&&&&\u{3f6} & \u{3f6}");
+    }
+
     use super::*;
 
     fn parse(html: &str) -> Vec<(Vec<String>, String)> {

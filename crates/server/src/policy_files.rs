@@ -107,7 +107,12 @@ pub(crate) fn parse_policy(text: &str) -> Result<TenantPolicy, (String, String)>
         toml::from_str(text).map_err(|e| ("(syntax)".to_owned(), e.message().to_owned()))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { "-".to_owned() } else { key };
+        // The whole file (`.`), or a key with no name (`[""]`): named `-` rather than left blank.
+        let key = if key == "." || key.is_empty() {
+            "-".to_owned()
+        } else {
+            key
+        };
         (key, e.into_inner().message().to_owned())
     })
 }
@@ -182,5 +187,25 @@ pub async fn reload_on_sighup(state: AppState) {
                 tracing::error!(error = %e, "policy files not reloaded; the policies in force stay")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_policy;
+
+    fn refusal(text: &str) -> (String, String) {
+        parse_policy(text).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_refused_file_names_the_key_at_fault() {
+        assert!(parse_policy("max_top_k = 8\nchat_mode = \"plain\"\n").is_ok());
+        assert_eq!(refusal("max_top_k = \"many\"").0, "max_top_k");
+        assert_eq!(refusal("max_top_k = ").0, "(syntax)");
+        // Found by the policy_file fuzz target: a table with an empty name was refused with a blank key.
+        let (key, reason) = refusal("[\"\"]");
+        assert_eq!(key, "-");
+        assert!(reason.contains("unknown field"), "{reason}");
     }
 }
