@@ -113,9 +113,17 @@ async fn local_answerer_quotes_and_cites_the_right_chunk_without_any_provider() 
     );
     let timing = r.headers["server-timing"].to_str().unwrap();
     assert!(
-        ["embed;dur=", "retrieve;dur=", "provider;dur=", "total;dur="]
-            .iter()
-            .all(|stage| timing.contains(stage)),
+        [
+            "embed;dur=",
+            "retrieve;dur=",
+            "index;dur=",
+            "keyword;dur=",
+            "unseal;dur=",
+            "provider;dur=",
+            "total;dur="
+        ]
+        .iter()
+        .all(|stage| timing.contains(stage)),
         "{timing}"
     );
 

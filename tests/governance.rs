@@ -662,6 +662,54 @@ async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
     );
 }
 
+/// A lease can grant the last few micro-USD of a budget, too few for any call: the tenant is still out of
+/// budget, and its requests are refused from memory (before retrieval or Postgres) rather than each leasing.
+#[tokio::test]
+async fn a_budget_spent_down_to_a_remainder_is_refused_from_memory() {
+    use ragvault_gateway::{BudgetGuard, GatewayError, TenantBudget};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("remainder")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let budget = Some(TenantBudget {
+        hard_micro_usd: 1_000,
+        soft_micro_usd: None,
+    });
+    let guard = Arc::new(BudgetGuard::new(app.store.clone(), 400));
+    guard
+        .reserve(tenant_id, budget, 995)
+        .await
+        .unwrap()
+        .settle(995);
+    assert!(!guard.is_exhausted(tenant_id, budget));
+    // Postgres has 5 left: the lease brings them, and they do not cover 100.
+    let refused = guard.reserve(tenant_id, budget, 100).await;
+    assert!(matches!(refused, Err(GatewayError::BudgetExceeded { .. })));
+    assert!(
+        guard.is_exhausted(tenant_id, budget),
+        "5 micro-USD left in the slice hid a spent budget"
+    );
+    // Still so once the replica hands its remainder back to Postgres.
+    guard.return_unused().await.unwrap();
+    assert!(guard.is_exhausted(tenant_id, budget));
+    // A call smaller than the refused ones may still fit what is left, and is let through to ask.
+    guard.reserve(tenant_id, budget, 5).await.unwrap().settle(5);
+    let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
+    let ledger = app.store.budget_month(tenant_id, month).await.unwrap();
+    assert_eq!(ledger.committed_micro_usd, 1_000, "{ledger:?}");
+    // A raised limit is a different budget: nothing believed about the old one holds for it.
+    let raised = Some(TenantBudget {
+        hard_micro_usd: 2_000,
+        soft_micro_usd: None,
+    });
+    assert!(!guard.is_exhausted(tenant_id, raised));
+    guard
+        .reserve(tenant_id, raised, 100)
+        .await
+        .unwrap()
+        .settle(100);
+}
+
 #[tokio::test]
 async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
     let fake = FakeProvider::start().await;

@@ -948,21 +948,23 @@ async fn noisy_neighbours(options: &Options, findings: &mut Findings, concurrenc
 
 /// p99 of each `server-timing` stage over a report's successes.
 fn stage_p99s(report: &TrafficReport) -> String {
-    ["embed", "retrieve", "provider", "total"]
-        .iter()
-        .map(|stage| {
-            let p99 = load::Percentiles::of(
-                report
-                    .samples
-                    .iter()
-                    .filter(|s| s.outcome == Outcome::Ok)
-                    .filter_map(|s| s.stage(stage)),
-            )
-            .p99;
-            format!("{stage} {p99:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    [
+        "embed", "retrieve", "index", "keyword", "unseal", "provider", "total",
+    ]
+    .iter()
+    .map(|stage| {
+        let p99 = load::Percentiles::of(
+            report
+                .samples
+                .iter()
+                .filter(|s| s.outcome == Outcome::Ok)
+                .filter_map(|s| s.stage(stage)),
+        )
+        .p99;
+        format!("{stage} {p99:.1}")
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn main() {

@@ -34,10 +34,21 @@ struct Slice {
     available: i64,
     soft_micro_usd: Option<u64>,
     soft_reported: Option<Date>,
-    /// Set when Postgres had nothing left to lease under this hard limit: until the instant passes, requests
-    /// are refused from memory (an over-budget tenant's flood costs no database round trips). A replica
-    /// returning its unused slice frees budget again, which the next lease after the instant finds.
-    exhausted: Option<(u64, std::time::Instant)>,
+    /// Set when Postgres had nothing left to lease under this hard limit: until it expires, requests are
+    /// refused from memory (an over-budget tenant's flood costs no retrieval and no database round trip).
+    /// A replica returning its unused slice frees budget again, which the next lease after expiry finds.
+    exhausted: Option<Exhausted>,
+}
+
+/// What a lease that came back short showed: the budget was spent up to a remainder too small for a call.
+#[derive(Clone, Copy, Debug)]
+struct Exhausted {
+    hard_micro_usd: u64,
+    until: std::time::Instant,
+    /// The smallest reservation the slice and Postgres together could not cover. What stays in the slice
+    /// (a lease can grant a last few micro-USD) is below it, so the tenant is out of budget for any call
+    /// like the ones refused, although the slice is not empty.
+    could_not_cover: u64,
 }
 
 /// How long "nothing left to lease" is believed before Postgres is asked again.
@@ -59,6 +70,9 @@ pub struct BudgetGuard {
     /// How much to lease at once (capped by a twentieth of the budget, so one replica cannot sit on all of it).
     slice_micro_usd: u64,
     slices: Mutex<HashMap<TenantId, Slice>>,
+    /// One lease at a time per tenant: requests that find the slice short while a lease is under way wait
+    /// for it and take from what it brought, instead of queueing on the budget row's lock in Postgres.
+    leasing: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
     soft_crossings: std::sync::atomic::AtomicU64,
     crossing_listener: Mutex<Option<tokio::sync::mpsc::UnboundedSender<SoftThresholdCrossing>>>,
 }
@@ -120,6 +134,7 @@ impl BudgetGuard {
             store,
             slice_micro_usd: slice_micro_usd.max(1),
             slices: Mutex::new(HashMap::new()),
+            leasing: Mutex::new(HashMap::new()),
             soft_crossings: std::sync::atomic::AtomicU64::new(0),
             crossing_listener: Mutex::new(None),
         }
@@ -202,14 +217,24 @@ impl BudgetGuard {
         let held = |guard: &Arc<BudgetGuard>| Reservation {
             held: Some((guard.clone(), tenant, month, amount)),
         };
+        if let Ok(()) = self.take(tenant, month, amount, budget.soft_micro_usd) {
+            return Ok(held(self));
+        }
+        let refused = || GatewayError::BudgetExceeded {
+            retry_after_secs: seconds_until_next_month(now),
+        };
+        if self.cannot_cover(tenant, Some(budget), Some(amount)) {
+            return Err(refused());
+        }
+        let lease_lock = self.lease_lock(tenant);
+        let _one_lease_at_a_time = lease_lock.lock().await;
+        // The lease this request waited for may have brought enough, or found the budget spent.
         let missing = match self.take(tenant, month, amount, budget.soft_micro_usd) {
             Ok(()) => return Ok(held(self)),
             Err(missing) => missing,
         };
-        if self.is_exhausted(tenant, Some(budget)) {
-            return Err(GatewayError::BudgetExceeded {
-                retry_after_secs: seconds_until_next_month(now),
-            });
+        if self.cannot_cover(tenant, Some(budget), Some(amount)) {
+            return Err(refused());
         }
         let slice = self
             .slice_micro_usd
@@ -223,33 +248,74 @@ impl BudgetGuard {
         match self.take(tenant, month, amount, budget.soft_micro_usd) {
             Ok(()) => Ok(held(self)),
             Err(_) => {
-                if granted == 0 {
-                    if let Some(slice) = self.slices().get_mut(&tenant) {
-                        slice.exhausted = Some((
-                            budget.hard_micro_usd,
-                            std::time::Instant::now() + EXHAUSTED_RECHECK,
-                        ));
-                    }
+                // Postgres granted less than asked only when it had no more: the budget is spent down to
+                // what the slice holds, which does not cover this call.
+                if granted < slice {
+                    self.mark_exhausted(tenant, month, budget.hard_micro_usd, amount);
                 }
-                Err(GatewayError::BudgetExceeded {
-                    retry_after_secs: seconds_until_next_month(now),
-                })
+                Err(refused())
             }
         }
     }
 
+    fn lease_lock(&self, tenant: TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.leasing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tenant)
+            .or_default()
+            .clone()
+    }
+
+    fn mark_exhausted(&self, tenant: TenantId, month: Date, hard_micro_usd: u64, amount: u64) {
+        let mut slices = self.slices();
+        let Some(slice) = slices.get_mut(&tenant).filter(|s| s.month == Some(month)) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        // Within one window the smallest refused call counts: a smaller call than that might still fit.
+        let could_not_cover = slice
+            .exhausted
+            .filter(|e| e.hard_micro_usd == hard_micro_usd && now < e.until)
+            .map_or(amount, |e| e.could_not_cover.min(amount));
+        slice.exhausted = Some(Exhausted {
+            hard_micro_usd,
+            until: now + EXHAUSTED_RECHECK,
+            could_not_cover,
+        });
+    }
+
     /// True while Postgres recently had nothing left to lease for `tenant` under this budget's hard limit
-    /// and this replica's slice is empty: a request can be refused before any work is done for it.
+    /// and this replica's slice holds less than the smallest call it then refused: a request can be refused
+    /// before any work is done for it. Budget given back since (a call settled below its reservation) lets
+    /// requests try again.
     pub fn is_exhausted(&self, tenant: TenantId, budget: Option<TenantBudget>) -> bool {
+        self.cannot_cover(tenant, budget, None)
+    }
+
+    /// [`BudgetGuard::is_exhausted`] for a call whose reservation is known: one smaller than every call
+    /// refused lately may still fit in what Postgres has left, and is let through to ask.
+    fn cannot_cover(
+        &self,
+        tenant: TenantId,
+        budget: Option<TenantBudget>,
+        amount: Option<u64>,
+    ) -> bool {
         let Some(budget) = budget else {
             return false;
         };
         let month = month_of(OffsetDateTime::now_utc());
         self.slices().get(&tenant).is_some_and(|slice| {
             slice.month == Some(month)
-                && slice.available <= 0
-                && slice.exhausted.is_some_and(|(limit, until)| {
-                    limit == budget.hard_micro_usd && std::time::Instant::now() < until
+                && slice.exhausted.is_some_and(|e| {
+                    let needed = match amount {
+                        Some(smaller) if smaller < e.could_not_cover => return false,
+                        Some(amount) => amount,
+                        None => e.could_not_cover,
+                    };
+                    e.hard_micro_usd == budget.hard_micro_usd
+                        && std::time::Instant::now() < e.until
+                        && slice.available < to_i64(needed)
                 })
         })
     }

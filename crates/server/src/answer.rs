@@ -357,6 +357,8 @@ pub struct StageTimes {
     pub embed: Duration,
     /// The rest of retrieval: index and keyword search, opening the chunks from Postgres.
     pub retrieve: Duration,
+    /// Parts of `embed` + `retrieve`, as [`crate::retrieval::RetrievalTimes`] measured them.
+    pub parts: crate::retrieval::RetrievalTimes,
 }
 
 /// A source as the response shows it: marker number and where it comes from.
@@ -451,7 +453,7 @@ pub async fn ground(
         pseudonymous_question.clone()
     };
     let retrieve_started = std::time::Instant::now();
-    let (chunks, embed_time) = retriever
+    let (chunks, parts) = retriever
         .retrieve_timed(
             tenant,
             &RetrievalQuery {
@@ -467,8 +469,9 @@ pub async fn ground(
         .await
         .map_err(crate::routes::content_error)?;
     let times = StageTimes {
-        embed: embed_time,
-        retrieve: retrieve_started.elapsed().saturating_sub(embed_time),
+        embed: parts.embed,
+        retrieve: retrieve_started.elapsed().saturating_sub(parts.embed),
+        parts,
     };
     let sources: Vec<SourceText> = chunks
         .iter()

@@ -11,6 +11,7 @@ use ragvault_search::{keyword, reciprocal_rank_fusion, VectorQuery};
 use ragvault_store::Store;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Characters of chunk text in a snippet.
@@ -67,13 +68,13 @@ impl Retriever {
         Ok(self.retrieve_timed(tenant, query).await?.0)
     }
 
-    /// [`Retriever::retrieve`], also returning the time spent embedding the query (a model's time, not
-    /// ours: overhead figures leave it out).
+    /// [`Retriever::retrieve`], also returning where its time went (the query embedding is a model's time,
+    /// not ours: overhead figures leave it out).
     pub async fn retrieve_timed(
         &self,
         tenant: TenantId,
         query: &RetrievalQuery,
-    ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
+    ) -> Result<(Vec<RetrievedChunk>, RetrievalTimes), ContentError> {
         let started = std::time::Instant::now();
         let mode = match query.mode {
             SearchMode::Vector => "vector",
@@ -87,18 +88,18 @@ impl Retriever {
             top_k = query.top_k,
             chunks = tracing::field::Empty
         );
-        let (chunks, embed_time) = self.search(tenant, query).instrument(span.clone()).await?;
+        let (chunks, times) = self.search(tenant, query).instrument(span.clone()).await?;
         span.record("chunks", chunks.len());
         self.metrics
-            .observe(&[mode], started.elapsed().saturating_sub(embed_time));
-        Ok((chunks, embed_time))
+            .observe(&[mode], started.elapsed().saturating_sub(times.embed));
+        Ok((chunks, times))
     }
 
     async fn search(
         &self,
         tenant: TenantId,
         query: &RetrievalQuery,
-    ) -> Result<(Vec<RetrievedChunk>, std::time::Duration), ContentError> {
+    ) -> Result<(Vec<RetrievedChunk>, RetrievalTimes), ContentError> {
         let index_key = self.content.index_key(tenant).await?;
         let allow: Option<HashSet<PointId>> = if query.documents.is_some() || !query.tags.is_empty()
         {
@@ -108,7 +109,7 @@ impl Retriever {
                 .filtered_points(tenant, query.documents.as_deref(), &tags)
                 .await?;
             if points.is_empty() {
-                return Ok((Vec::new(), std::time::Duration::ZERO));
+                return Ok((Vec::new(), RetrievalTimes::default()));
             }
             Some(points.into_iter().collect())
         } else {
@@ -132,7 +133,7 @@ impl Retriever {
         // The keyword search needs no embedding: it runs in Postgres while the query is embedded.
         let vector_side = async {
             if query.mode == SearchMode::Keyword {
-                return Ok((Vec::new(), std::time::Duration::ZERO));
+                return Ok((Vec::new(), Duration::ZERO, Duration::ZERO));
             }
             let embed_started = std::time::Instant::now();
             let embedder = self.indexer.embedder();
@@ -149,6 +150,7 @@ impl Retriever {
                 .pop()
                 .unwrap_or_default();
             let embed_time = embed_started.elapsed();
+            let index_started = Instant::now();
             let partition = self.indexer.partition_for(&index_key);
             let hits: Vec<(PointId, f32)> = self
                 .indexer
@@ -167,12 +169,13 @@ impl Retriever {
                 .into_iter()
                 .map(|p| (p.id, p.score))
                 .collect();
-            Ok::<_, ContentError>((hits, embed_time))
+            Ok::<_, ContentError>((hits, embed_time, index_started.elapsed()))
         };
         let keyword_side = async {
             if query.mode == SearchMode::Vector {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Duration::ZERO));
             }
+            let keyword_started = Instant::now();
             let hashes: Vec<Vec<u8>> = keyword::query_terms(&query.text)
                 .iter()
                 .map(|t| index_key.term_hash(t).to_vec())
@@ -196,9 +199,9 @@ impl Retriever {
                 .into_iter()
                 .map(|(id, score)| (id, score as f32))
                 .collect();
-            Ok::<_, ContentError>(hits)
+            Ok::<_, ContentError>((hits, keyword_started.elapsed()))
         };
-        let ((vector_hits, embed_time), keyword_hits) =
+        let ((vector_hits, embed, index), (keyword_hits, keyword)) =
             tokio::try_join!(vector_side, keyword_side)?;
         let ranked: Vec<(PointId, f32)> = match query.mode {
             SearchMode::Vector => vector_hits,
@@ -220,7 +223,14 @@ impl Retriever {
         let scores: HashMap<PointId, f32> = top.into_iter().collect();
         let unseal =
             tracing::info_span!("unseal", points = ids.len(), chunks = tracing::field::Empty);
+        let unseal_started = Instant::now();
         let (chunks, names) = self.open(tenant, &ids).instrument(unseal.clone()).await?;
+        let times = RetrievalTimes {
+            embed,
+            index,
+            keyword,
+            unseal: unseal_started.elapsed(),
+        };
         unseal.record("chunks", chunks.len());
         let mut out = Vec::with_capacity(chunks.len());
         for chunk in chunks {
@@ -239,7 +249,7 @@ impl Retriever {
                 point_id: chunk.point_id,
             });
         }
-        Ok((out, embed_time))
+        Ok((out, times))
     }
 }
 
@@ -270,6 +280,20 @@ impl Retriever {
             .collect();
         Ok((chunks, names))
     }
+}
+
+/// Where one retrieval's time went, for the `server-timing` header. The vector side (embed, then index) and
+/// the keyword side run at the same time; opening the chunks follows both.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RetrievalTimes {
+    /// Embedding the query: a model's time.
+    pub embed: Duration,
+    /// The approximate nearest neighbour search.
+    pub index: Duration,
+    /// The keyword search in Postgres.
+    pub keyword: Duration,
+    /// Reading and decrypting the chosen chunks and their documents' names.
+    pub unseal: Duration,
 }
 
 fn snippet(text: &str) -> String {

@@ -263,6 +263,18 @@ impl Store {
         want: u64,
         limit: u64,
     ) -> Result<u64, StoreError> {
+        // A spent budget is seen without taking the row's lock (nor writing WAL for it): the check below is
+        // repeated under the lock, this one only spares the refusals.
+        let committed: Option<i64> = sqlx::query_scalar(
+            "SELECT committed_micro_usd FROM budget_months WHERE tenant_id = $1 AND month = $2",
+        )
+        .bind(tenant.0)
+        .bind(month)
+        .fetch_optional(&self.pool)
+        .await?;
+        if committed.is_some_and(|c| c >= to_i64(limit)) {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO budget_months (tenant_id, month) VALUES ($1, $2)

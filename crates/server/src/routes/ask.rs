@@ -92,10 +92,14 @@ pub fn usage_json(generator: &Generator, usage: TokenUsage, provider: &str, mode
 /// and total, in milliseconds.
 pub fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> HeaderValue {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    // `index`, `keyword` and `unseal` are parts of `retrieve` (`keyword` runs beside `embed` + `index`).
     HeaderValue::from_str(&format!(
-        "embed;dur={:.3}, retrieve;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
+        "embed;dur={:.3}, retrieve;dur={:.3}, index;dur={:.3}, keyword;dur={:.3}, unseal;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
         ms(times.embed),
         ms(times.retrieve),
+        ms(times.parts.index),
+        ms(times.parts.keyword),
+        ms(times.parts.unseal),
         ms(provider),
         ms(total)
     ))
