@@ -114,12 +114,15 @@ async fn local_answerer_quotes_and_cites_the_right_chunk_without_any_provider() 
     let timing = r.headers["server-timing"].to_str().unwrap();
     assert!(
         [
+            "admit;dur=",
             "embed;dur=",
             "retrieve;dur=",
             "index;dur=",
             "keyword;dur=",
             "unseal;dur=",
+            "reserve;dur=",
             "provider;dur=",
+            "meter;dur=",
             "total;dur="
         ]
         .iter()

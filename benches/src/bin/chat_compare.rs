@@ -28,6 +28,8 @@ struct Options {
     seconds: u64,
     levels: Vec<usize>,
     litellm_workers: usize,
+    /// Only the upstream and ragvault (profiling ragvault, or where LiteLLM is not installed).
+    without_litellm: bool,
     out: Option<PathBuf>,
     binary: PathBuf,
 }
@@ -39,6 +41,7 @@ fn options() -> Options {
         seconds: 20,
         levels: vec![8, 32, 128],
         litellm_workers: 2,
+        without_litellm: false,
         out: None,
         binary: std::env::current_exe()
             .expect("own path")
@@ -58,6 +61,7 @@ fn options() -> Options {
                     .collect()
             }
             "--litellm-workers" => options.litellm_workers = value().parse().expect("workers"),
+            "--without-litellm" => options.without_litellm = true,
             "--out" => options.out = Some(value().into()),
             "--binary" => options.binary = value().into(),
             other => panic!("unknown argument {other}"),
@@ -204,21 +208,31 @@ async fn main() {
             false,
         )
         .await;
-    let litellm = LiteLlm::start(&options, &stack).await;
-    eprintln!("LiteLLM up at {}", litellm.base_url);
+    let litellm = if options.without_litellm {
+        None
+    } else {
+        let proxy = LiteLlm::start(&options, &stack).await;
+        eprintln!("LiteLLM up at {}", proxy.base_url);
+        Some(proxy)
+    };
     let upstream_url = format!("{}/chat/completions", stack.fake.base_url);
     let ragvault_url = stack.url("/v1/chat/completions");
-    let litellm_url = format!("{}/v1/chat/completions", litellm.base_url);
-    let targets: [(&'static str, &str, &str); 3] = [
-        ("upstream", &upstream_url, &stack.provider_key),
-        ("ragvault", &ragvault_url, &tenant.api_key),
-        ("LiteLLM", &litellm_url, &litellm.master_key),
+    let mut targets: Vec<(&'static str, String, &str)> = vec![
+        ("upstream", upstream_url, &stack.provider_key),
+        ("ragvault", ragvault_url, &tenant.api_key),
     ];
+    if let Some(proxy) = &litellm {
+        targets.push((
+            "LiteLLM",
+            format!("{}/v1/chat/completions", proxy.base_url),
+            &proxy.master_key,
+        ));
+    }
     // Warm-up: connections, leases, LiteLLM's first-request imports.
     for (_, url, key) in &targets {
         load::run(
             &stack.client,
-            &[chat((*url).to_owned(), key, 4)],
+            &[chat(url.clone(), key, 4)],
             Duration::from_secs(3),
         )
         .await;
@@ -228,23 +242,22 @@ async fn main() {
         for (target, url, key) in &targets {
             let cpu_before = match *target {
                 "ragvault" => Some(stack.server.resource_use().cpu_seconds),
-                "LiteLLM" => Some(litellm.cpu_seconds()),
+                "LiteLLM" => litellm.as_ref().map(LiteLlm::cpu_seconds),
                 _ => None,
             };
             let started = Instant::now();
             let report = load::run(
                 &stack.client,
-                &[chat((*url).to_owned(), key, level)],
+                &[chat(url.clone(), key, level)],
                 Duration::from_secs(options.seconds),
             )
             .await
             .remove(0);
             let wall = started.elapsed().as_secs_f64();
             let proxy_cores = cpu_before.map(|before| {
-                let after = if *target == "ragvault" {
-                    stack.server.resource_use().cpu_seconds
-                } else {
-                    litellm.cpu_seconds()
+                let after = match &litellm {
+                    Some(proxy) if *target == "LiteLLM" => proxy.cpu_seconds(),
+                    _ => stack.server.resource_use().cpu_seconds,
                 };
                 (after - before) / wall
             });
@@ -335,9 +348,31 @@ fn render(options: &Options, measured: &[Measured]) -> String {
                 .unwrap_or((f64::NAN, f64::NAN))
         };
         let (r, l) = (added("ragvault"), added("LiteLLM"));
+        // The handler's own time without the provider call, as the server measured it: what the added
+        // latency is made of besides HTTP on both sides and waiting for a core.
+        let ragvault = measured
+            .iter()
+            .find(|m| m.target == "ragvault" && m.concurrency == level);
+        let of = |part: fn(&load::Sample) -> Option<Duration>| {
+            ragvault
+                .map(|m| load::Percentiles::of(m.report.samples.iter().filter_map(part)))
+                .unwrap_or_default()
+        };
+        let own = of(|s| Some(s.stage("total")?.saturating_sub(s.stage("provider")?)));
+        let provider = of(|s| s.stage("provider"));
+        let outside = of(|s| Some(s.latency.saturating_sub(s.stage("total")?)));
+        let (admit, reserve, meter) = (
+            of(|s| s.stage("admit")),
+            of(|s| s.stage("reserve")),
+            of(|s| s.stage("meter")),
+        );
         out.push_str(&format!(
-            "At concurrency {level}: added p50 {:.2} ms (ragvault) vs {:.2} ms (LiteLLM), p99 {:.2} ms vs {:.2} ms.\n",
-            r.0, l.0, r.1, l.1
+            "At concurrency {level}: added p50 {:.2} ms (ragvault) vs {:.2} ms (LiteLLM), p99 {:.2} ms vs {:.2} ms. \
+             ragvault by its server-timing, p50 / p99: handler without the provider call {:.3} / {:.3} ms \
+             (admit {:.3} / {:.3}, reserve {:.3} / {:.3}, meter {:.3} / {:.3}), \
+             provider call {:.2} / {:.2} ms, outside the handler (client's latency minus the handler's) {:.2} / {:.2} ms.\n",
+            r.0, l.0, r.1, l.1, own.p50, own.p99, admit.p50, admit.p99, reserve.p50, reserve.p99,
+            meter.p50, meter.p99, provider.p50, provider.p99, outside.p50, outside.p99
         ));
     }
     out

@@ -5,6 +5,7 @@
 use crate::config::{GenerationSettings, Settings};
 use crate::error::ApiError;
 use crate::policy::{ProviderFacts, TenantPolicy};
+use crate::refresh::{Freshness, RefreshClaims};
 use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
@@ -53,6 +54,7 @@ pub struct Generator {
     custom_pii: Vec<(String, String)>,
     store: Store,
     cache: Mutex<HashMap<TenantId, (Instant, Arc<TenantGeneration>)>>,
+    refreshing: RefreshClaims,
     prices: ragvault_gateway::PriceTable,
     /// Monthly budget of sandbox tenants whose policy sets none.
     sandbox_budget: u64,
@@ -134,6 +136,7 @@ impl Generator {
             custom_pii,
             store,
             cache: Mutex::new(HashMap::new()),
+            refreshing: RefreshClaims::default(),
             prices: settings.price_table().map_err(GenerationError::Config)?,
         };
         generator.default = Arc::new(TenantGeneration {
@@ -194,11 +197,28 @@ impl Generator {
 
     /// The tenant's chain and PII rules: its policy's `failover_chain` / `pii_categories`, else the defaults.
     pub async fn for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {
-        if let Some((at, cached)) = self.lock_cache().get(&tenant) {
-            if at.elapsed() < POLICY_TTL {
-                return Ok(cached.clone());
+        let cached = self
+            .lock_cache()
+            .get(&tenant)
+            .map(|(at, cached)| (Freshness::of(at.elapsed(), POLICY_TTL), cached.clone()));
+        match cached {
+            Some((Freshness::Fresh, cached)) => Ok(cached),
+            Some((Freshness::RefreshDue, cached)) => {
+                let Some(_reloading) = self.refreshing.claim(tenant) else {
+                    // Another request is reloading it.
+                    return Ok(cached);
+                };
+                // Still within its lifetime: a failed early reload does not fail the request.
+                Ok(self.load_for_tenant(tenant).await.unwrap_or_else(|e| {
+                    tracing::warn!(tenant = %tenant, code = e.body.code, "could not reload the tenant's policy; using the cached one");
+                    cached
+                }))
             }
+            Some((Freshness::Expired, _)) | None => self.load_for_tenant(tenant).await,
         }
+    }
+
+    async fn load_for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {
         let record = self.store.get_tenant(tenant).await?;
         let policy = TenantPolicy::from_stored(&record.policy)?;
         let budget = tenant_budget(&policy, record.environment, self.sandbox_budget);
@@ -359,6 +379,24 @@ pub struct StageTimes {
     pub retrieve: Duration,
     /// Parts of `embed` + `retrieve`, as [`crate::retrieval::RetrievalTimes`] measured them.
     pub parts: crate::retrieval::RetrievalTimes,
+    /// Admission: policy, budget and suspension checks, rate limits.
+    pub admit: Duration,
+    /// Reserving the call's worst case from the budget (a lease from Postgres when the slice is short).
+    pub reserve: Duration,
+    /// Settling the reservation and journaling usage and audit.
+    pub meter: Duration,
+}
+
+impl StageTimes {
+    /// These retrieval times with the request's own stages around them.
+    pub fn with_request_stages(self, admit: Duration, reserve: Duration, meter: Duration) -> Self {
+        StageTimes {
+            admit,
+            reserve,
+            meter,
+            ..self
+        }
+    }
 }
 
 /// A source as the response shows it: marker number and where it comes from.
@@ -472,6 +510,7 @@ pub async fn ground(
         embed: parts.embed,
         retrieve: retrieve_started.elapsed().saturating_sub(parts.embed),
         parts,
+        ..StageTimes::default()
     };
     let sources: Vec<SourceText> = chunks
         .iter()

@@ -13,6 +13,7 @@ mod middleware;
 pub mod openapi;
 mod policy;
 pub mod policy_files;
+mod refresh;
 mod retention;
 mod retrieval;
 mod routes;
@@ -461,7 +462,14 @@ impl Application {
             );
             let _ = started_tx.send(());
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // Without TCP_NODELAY a response written in two pieces waits for the client's delayed ACK of the
+        // first; every hop of an answer would pay for it.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        });
+        let server = axum::serve(listener, self.router).with_graceful_shutdown(signal);
         let server = tokio::spawn(async move { server.await });
         tokio::pin!(server);
         tokio::select! {

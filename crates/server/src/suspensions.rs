@@ -1,9 +1,11 @@
 //! Suspended principals (API keys, widget subjects, single widget tokens): set by anomaly response or by an
 //! operator, lifted by an operator. Every request of a tenant's principals is checked against the tenant's
 //! active suspensions, which each replica caches for a few seconds (one query per tenant per interval, not per
-//! request): a suspension made on another replica takes effect here within `CACHE_TTL`, one made here at once.
+//! request, made ahead of expiry by one request while the others use the cached set): a suspension made on
+//! another replica takes effect here within `CACHE_TTL`, one made here at once.
 
 use crate::error::ApiError;
+use crate::refresh::{Freshness, RefreshClaims};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
 use ragvault_store::{AuditEntry, Store, StoreError};
@@ -19,6 +21,7 @@ type Cached = (Instant, Arc<HashSet<String>>);
 pub struct Suspensions {
     store: Store,
     cache: Mutex<HashMap<TenantId, Cached>>,
+    refreshing: RefreshClaims,
 }
 
 impl Suspensions {
@@ -26,6 +29,7 @@ impl Suspensions {
         Suspensions {
             store,
             cache: Mutex::default(),
+            refreshing: RefreshClaims::default(),
         }
     }
 
@@ -34,23 +38,33 @@ impl Suspensions {
         let cached = self
             .lock()
             .get(&tenant)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, set)| set.clone());
+            .map(|(at, set)| (Freshness::of(at.elapsed(), CACHE_TTL), set.clone()));
         let active = match cached {
-            Some(set) => set,
-            None => {
-                let set: Arc<HashSet<String>> = Arc::new(
-                    self.store
-                        .active_suspensions(tenant)
-                        .await?
-                        .into_iter()
-                        .collect(),
-                );
-                self.lock().insert(tenant, (Instant::now(), set.clone()));
-                set
-            }
+            Some((Freshness::Fresh, set)) => set,
+            Some((Freshness::RefreshDue, set)) => match self.refreshing.claim(tenant) {
+                // Another request is reloading it.
+                None => set,
+                // Still within its lifetime: a failed early reload does not fail the request.
+                Some(_reloading) => self.load(tenant).await.unwrap_or_else(|e| {
+                    tracing::warn!(tenant = %tenant, error = %e, "could not reload suspensions; using the cached ones");
+                    set
+                }),
+            },
+            Some((Freshness::Expired, _)) | None => self.load(tenant).await?,
         };
         Ok(active.contains(scope))
+    }
+
+    async fn load(&self, tenant: TenantId) -> Result<Arc<HashSet<String>>, StoreError> {
+        let set: Arc<HashSet<String>> = Arc::new(
+            self.store
+                .active_suspensions(tenant)
+                .await?
+                .into_iter()
+                .collect(),
+        );
+        self.lock().insert(tenant, (Instant::now(), set.clone()));
+        Ok(set)
     }
 
     /// Suspends `principal` (with its audit row); false when it already was.

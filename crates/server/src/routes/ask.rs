@@ -94,13 +94,16 @@ pub fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // `index`, `keyword` and `unseal` are parts of `retrieve` (`keyword` runs beside `embed` + `index`).
     HeaderValue::from_str(&format!(
-        "embed;dur={:.3}, retrieve;dur={:.3}, index;dur={:.3}, keyword;dur={:.3}, unseal;dur={:.3}, provider;dur={:.3}, total;dur={:.3}",
+        "admit;dur={:.3}, embed;dur={:.3}, retrieve;dur={:.3}, index;dur={:.3}, keyword;dur={:.3}, unseal;dur={:.3}, reserve;dur={:.3}, provider;dur={:.3}, meter;dur={:.3}, total;dur={:.3}",
+        ms(times.admit),
         ms(times.embed),
         ms(times.retrieve),
         ms(times.parts.index),
         ms(times.parts.keyword),
         ms(times.parts.unseal),
+        ms(times.reserve),
         ms(provider),
+        ms(times.meter),
         ms(total)
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("total"))
@@ -126,6 +129,7 @@ pub async fn ask(
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
     let generation = crate::answer::admit(&state, &caller, tenant).await?;
+    let admitted = started.elapsed();
     let limits = state.generator.settings();
     let query = answer::validate_query(&request.query, limits.max_query_chars)?;
     let top_k = checked_top_k(&state, &generation.policy, request.top_k)?;
@@ -154,7 +158,9 @@ pub async fn ask(
             started,
         ));
     }
+    let reserve_started = Instant::now();
     let reservation = answer::reserve_budget(&state, tenant, &grounding).await?;
+    let reserved = reserve_started.elapsed();
     if request.stream {
         return stream_answer(state, grounding, caller, tenant, reservation, started).await;
     }
@@ -169,6 +175,7 @@ pub async fn ask(
     let cost = state
         .generator
         .cost_micro_usd(&answer.provider, &answer.model, answer.usage);
+    let meter_started = Instant::now();
     answer::finish_call(
         &state,
         &caller,
@@ -189,6 +196,7 @@ pub async fn ask(
         },
     )
     .await?;
+    let metered = meter_started.elapsed();
     let (filtered, cited) = filter_markers(&answer.text, answer.sources_used);
     let text = grounding.pseudonymizer.restore(&filtered);
     let body = json!({
@@ -201,7 +209,13 @@ pub async fn ask(
     let mut response = Json(body).into_response();
     response.headers_mut().insert(
         "server-timing",
-        server_timing(grounding.times, provider_time, started.elapsed()),
+        server_timing(
+            grounding
+                .times
+                .with_request_stages(admitted, reserved, metered),
+            provider_time,
+            started.elapsed(),
+        ),
     );
     Ok(response)
 }

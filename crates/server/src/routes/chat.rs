@@ -123,6 +123,7 @@ pub async fn chat_completions(
     let started = Instant::now();
     let tenant = require_tenant_scope(&caller.principal, Scope::Ask)?;
     let generation = crate::answer::admit(&state, &caller, tenant).await?;
+    let admitted = started.elapsed();
     let limits = state.generator.settings();
     let last_user = request
         .messages
@@ -235,7 +236,9 @@ pub async fn chat_completions(
         return Ok(response);
     }
 
+    let reserve_started = Instant::now();
     let reservation = answer::reserve_budget(&state, tenant, &grounding).await?;
+    let reserved = reserve_started.elapsed();
     let provider_started = Instant::now();
     if !request.stream {
         let answer = grounding
@@ -245,6 +248,7 @@ pub async fn chat_completions(
             .await
             .map_err(generation_error)?;
         let provider_time = provider_started.elapsed();
+        let meter_started = Instant::now();
         answer::finish_call(
             &state,
             &caller,
@@ -269,6 +273,7 @@ pub async fn chat_completions(
             },
         )
         .await?;
+        let metered = meter_started.elapsed();
         let (filtered, cited) = if plain {
             (answer.text.clone(), Default::default())
         } else {
@@ -294,7 +299,13 @@ pub async fn chat_completions(
         .into_response();
         response.headers_mut().insert(
             "server-timing",
-            server_timing(grounding.times, provider_time, started.elapsed()),
+            server_timing(
+                grounding
+                    .times
+                    .with_request_stages(admitted, reserved, metered),
+                provider_time,
+                started.elapsed(),
+            ),
         );
         return Ok(response);
     }
