@@ -9,9 +9,12 @@ pub struct PdfParser;
 
 impl Parser for PdfParser {
     fn parse(&self, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
-        let pages = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
-            .map_err(|_| IngestError::Malformed("the PDF could not be read".into()))?
-            .map_err(|e| IngestError::Malformed(format!("the PDF could not be read: {e}")))?;
+        let pages = std::panic::catch_unwind(|| {
+            refuse_page_tree_loops(bytes)?;
+            pdf_extract::extract_text_from_mem_by_pages(bytes)
+                .map_err(|e| IngestError::Malformed(format!("the PDF could not be read: {e}")))
+        })
+        .map_err(|_| IngestError::Malformed("the PDF could not be read".into()))??;
         let sections: Vec<Section> = pages
             .iter()
             .enumerate()
@@ -28,6 +31,37 @@ impl Parser for PdfParser {
         }
         Ok(ParsedDocument { sections })
     }
+}
+
+/// Page dictionaries deeper than this in the page tree are refused (real files nest a handful of levels).
+const MAX_PAGE_TREE_DEPTH: usize = 64;
+
+/// The extractor follows each page's `Parent` chain for inherited attributes (`MediaBox`, `Resources`)
+/// without looking for loops: a page that is its own ancestor made it spin forever (found by fuzzing), a
+/// parse timeout ending the job but not the thread. Every page's chain is walked here first, bounded.
+fn refuse_page_tree_loops(bytes: &[u8]) -> Result<(), IngestError> {
+    // A file lopdf cannot load is left for the extractor to refuse with its own message.
+    let Ok(document) = lopdf::Document::load_mem(bytes) else {
+        return Ok(());
+    };
+    for page in document.get_pages().into_values() {
+        let mut seen = std::collections::HashSet::from([page]);
+        let mut current = page;
+        while let Some(parent) = document
+            .get_dictionary(current)
+            .ok()
+            .and_then(|d| d.get(b"Parent").ok())
+            .and_then(|p| p.as_reference().ok())
+        {
+            if !seen.insert(parent) || seen.len() > MAX_PAGE_TREE_DEPTH {
+                return Err(IngestError::Malformed(
+                    "the PDF's page tree loops back on itself".into(),
+                ));
+            }
+            current = parent;
+        }
+    }
+    Ok(())
 }
 
 /// Joins the extractor's lines into paragraphs: a blank line ends a paragraph, a line break inside one is a

@@ -97,3 +97,21 @@ fn pathological_nesting_is_handled() {
         Err(ragvault_ingest::IngestError::NoText)
     );
 }
+
+/// Found by the `documents` fuzz target: a page that is its own ancestor in the page tree made the PDF
+/// extractor follow its `Parent` chain forever. Refused at once now.
+#[test]
+fn a_pdf_whose_page_tree_loops_is_refused_not_followed_forever() {
+    let bytes = include_bytes!("fixtures/page-tree-loop.pdf");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(PdfParser.parse(bytes)));
+    let parsed = receiver
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the parser did not return within 20 s");
+    match parsed {
+        Err(ragvault_ingest::IngestError::Malformed(why)) => {
+            assert!(why.contains("loops"), "{why}")
+        }
+        other => panic!("expected a malformed PDF, got {:?}", other.map(|_| ())),
+    }
+}
