@@ -66,6 +66,7 @@ pub async fn request_envelope(
             .insert(ragvault_telemetry::TRACEPARENT, traceparent);
     }
     let elapsed = started.elapsed();
+    append_server_stage(&mut response, elapsed);
     http_metrics.observe(&[&route, method.as_str(), &status.to_string()], elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
@@ -76,6 +77,22 @@ pub async fn request_envelope(
         }
     });
     response
+}
+
+/// A handler's `server-timing` gets one more entry, `server`: the whole time the request spent inside the
+/// service's router (middleware and extractors, authentication included, around the handler's `total`), so a
+/// client can tell time spent in ragvault from time on the wire or waiting to be read.
+fn append_server_stage(response: &mut Response, elapsed: Duration) {
+    let Some(timing) = response.headers().get("server-timing") else {
+        return;
+    };
+    let Ok(timing) = timing.to_str() else {
+        return;
+    };
+    let value = format!("{timing}, server;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert("server-timing", value);
+    }
 }
 
 /// While Postgres does not answer, API requests (all of which need it) fail at once with `503

@@ -90,7 +90,20 @@ pub fn usage_json(generator: &Generator, usage: TokenUsage, provider: &str, mode
 
 /// `server-timing`: embed (query embedding), retrieve (search and opening chunks), provider (generation)
 /// and total, in milliseconds.
-pub fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> HeaderValue {
+/// Puts the handler's stages in the response's `server-timing` header (the envelope middleware adds
+/// `server`, the whole time in the router).
+pub fn set_server_timing(
+    response: &mut axum::response::Response,
+    times: StageTimes,
+    provider: Duration,
+    total: Duration,
+) {
+    response
+        .headers_mut()
+        .insert("server-timing", server_timing(times, provider, total));
+}
+
+fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> HeaderValue {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     // `index`, `keyword` and `unseal` are parts of `retrieve` (`keyword` runs beside `embed` + `index`).
     HeaderValue::from_str(&format!(
@@ -207,15 +220,13 @@ pub async fn ask(
         "request_id": caller.request_id,
     });
     let mut response = Json(body).into_response();
-    response.headers_mut().insert(
-        "server-timing",
-        server_timing(
-            grounding
-                .times
-                .with_request_stages(admitted, reserved, metered),
-            provider_time,
-            started.elapsed(),
-        ),
+    set_server_timing(
+        &mut response,
+        grounding
+            .times
+            .with_request_stages(admitted, reserved, metered),
+        provider_time,
+        started.elapsed(),
     );
     Ok(response)
 }
@@ -250,10 +261,7 @@ fn no_sources(caller: &Caller, stream: bool, times: StageTimes, started: Instant
         }))
         .into_response()
     };
-    response.headers_mut().insert(
-        "server-timing",
-        server_timing(times, Duration::ZERO, started.elapsed()),
-    );
+    set_server_timing(&mut response, times, Duration::ZERO, started.elapsed());
     response
 }
 
@@ -378,10 +386,7 @@ async fn stream_answer(
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response();
-    response.headers_mut().insert(
-        "server-timing",
-        server_timing(times, first_piece, started.elapsed()),
-    );
+    set_server_timing(&mut response, times, first_piece, started.elapsed());
     Ok(response)
 }
 

@@ -7,7 +7,7 @@
 //! chain without retrieval, under the same key lease, budget, metering and audit.
 
 use super::ask::{
-    checked_max_tokens, checked_top_k, server_timing, stream_error_event, AnswerTextStream,
+    checked_max_tokens, checked_top_k, set_server_timing, stream_error_event, AnswerTextStream,
 };
 use crate::answer::{self, citations, generation_error, NO_SOURCES_ANSWER};
 use crate::error::ApiError;
@@ -229,9 +229,11 @@ pub async fn chat_completions(
             ))
             .into_response()
         };
-        response.headers_mut().insert(
-            "server-timing",
-            server_timing(grounding.times, Duration::ZERO, started.elapsed()),
+        set_server_timing(
+            &mut response,
+            grounding.times,
+            Duration::ZERO,
+            started.elapsed(),
         );
         return Ok(response);
     }
@@ -297,15 +299,13 @@ pub async fn chat_completions(
             }),
         ))
         .into_response();
-        response.headers_mut().insert(
-            "server-timing",
-            server_timing(
-                grounding
-                    .times
-                    .with_request_stages(admitted, reserved, metered),
-                provider_time,
-                started.elapsed(),
-            ),
+        set_server_timing(
+            &mut response,
+            grounding
+                .times
+                .with_request_stages(admitted, reserved, metered),
+            provider_time,
+            started.elapsed(),
         );
         return Ok(response);
     }
@@ -359,10 +359,7 @@ pub async fn chat_completions(
         Some((Ok::<_, Infallible>(event), state))
     });
     let mut response = Sse::new(events).into_response();
-    response.headers_mut().insert(
-        "server-timing",
-        server_timing(times, first_piece, started.elapsed()),
-    );
+    set_server_timing(&mut response, times, first_piece, started.elapsed());
     Ok(response)
 }
 
