@@ -17,6 +17,6 @@ if [ ! -x "$VENV/bin/litellm" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]'
 fi
 "$VENV/bin/pip" show litellm 2>/dev/null | grep -i '^version' >&2 || true
-cargo build -q --release -p ragvault -p ragvault-benches --bin ragvault --bin chat_compare
+cargo build -q --release -p ragvault -p ragvault-benches --bin ragvault --bin chat_compare --bin passthrough
 "$CARGO_TARGET_DIR/release/chat_compare" --litellm "$VENV/bin/litellm" --out "$REPORT" "$@"
 echo "report: $REPORT"

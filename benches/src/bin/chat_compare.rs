@@ -1,12 +1,18 @@
 //! Side by side with LiteLLM: the same fake OpenAI upstream at a fixed latency, the same load generator and
-//! concurrency, against (a) the upstream itself, (b) ragvault's `/v1/chat/completions` for a tenant whose policy
+//! load, against (a) the upstream itself, (b) ragvault's `/v1/chat/completions` for a tenant whose policy
 //! sets `chat_mode = "plain"` (a brokered call: API key authentication, key lease from OpenBao, budget
-//! reservation, metering and audit, no retrieval), and (c) the LiteLLM proxy. Added latency is each proxy's
-//! percentile minus the upstream's at the same concurrency; the highest rate is the best throughput with < 1%
-//! errors over the concurrency levels. Prints one Markdown report.
+//! reservation, metering and audit, no retrieval), (c) the LiteLLM proxy, and (d) a do-nothing proxy on
+//! ragvault's HTTP stack (`passthrough`): what one more HTTP hop costs on this machine whatever the proxy does. Added latency is each proxy's
+//! percentile minus the upstream's at the same load; the highest rate is the best throughput with < 1%
+//! errors over the load levels. Prints one Markdown report.
 //!
-//! `chat_compare --litellm PATH [--latency-ms 50] [--seconds 20] [--levels 8,32,128] [--litellm-workers 2]
-//!  [--out FILE] [--binary PATH]`
+//! A load level is either a number of concurrent callers sending back to back (`--levels`, closed loop) or a
+//! rate offered whatever the answers do (`--rates`, open loop: each call's latency counts from when it was due,
+//! so a proxy that falls behind is charged its queueing). LiteLLM runs at the closed-loop levels only: the
+//! offered rates are many times its top rate.
+//!
+//! `chat_compare --litellm PATH [--latency-ms 50] [--seconds 20] [--levels 8,32,128] [--rates 500,1000]
+//!  [--litellm-workers 2] [--without-litellm] [--out FILE] [--binary PATH]`
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -26,7 +32,7 @@ struct Options {
     litellm: PathBuf,
     latency: Duration,
     seconds: u64,
-    levels: Vec<usize>,
+    levels: Vec<Level>,
     litellm_workers: usize,
     /// Only the upstream and ragvault (profiling ragvault, or where LiteLLM is not installed).
     without_litellm: bool,
@@ -39,7 +45,7 @@ fn options() -> Options {
         litellm: PathBuf::from("litellm"),
         latency: Duration::from_millis(50),
         seconds: 20,
-        levels: vec![8, 32, 128],
+        levels: Vec::new(),
         litellm_workers: 2,
         without_litellm: false,
         out: None,
@@ -54,12 +60,16 @@ fn options() -> Options {
             "--litellm" => options.litellm = value().into(),
             "--latency-ms" => options.latency = Duration::from_millis(value().parse().expect("ms")),
             "--seconds" => options.seconds = value().parse().expect("seconds"),
-            "--levels" => {
-                options.levels = value()
+            "--levels" => options.levels.extend(
+                value()
                     .split(',')
-                    .map(|l| l.trim().parse().expect("a concurrency"))
-                    .collect()
-            }
+                    .map(|l| Level::Concurrent(l.trim().parse().expect("a concurrency"))),
+            ),
+            "--rates" => options.levels.extend(
+                value()
+                    .split(',')
+                    .map(|r| Level::Rate(r.trim().parse().expect("calls a second"))),
+            ),
             "--litellm-workers" => options.litellm_workers = value().parse().expect("workers"),
             "--without-litellm" => options.without_litellm = true,
             "--out" => options.out = Some(value().into()),
@@ -67,7 +77,45 @@ fn options() -> Options {
             other => panic!("unknown argument {other}"),
         }
     }
+    if options.levels.is_empty() {
+        options.levels = [8, 32, 128].map(Level::Concurrent).to_vec();
+    }
     options
+}
+
+/// One step of load.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Level {
+    /// This many callers, each sending when its last call ended.
+    Concurrent(usize),
+    /// This many calls a second, each sent when due.
+    Rate(f64),
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Level::Concurrent(n) => write!(f, "{n} concurrent"),
+            Level::Rate(r) => write!(f, "{r:.0}/s offered"),
+        }
+    }
+}
+
+impl Level {
+    /// The traffic for this level. An open-loop level gets enough workers for three times the calls the
+    /// upstream's latency keeps in flight, so a late answer does not hold back the next call.
+    fn traffic(self, url: String, bearer: &str, upstream_latency: Duration) -> Traffic {
+        match self {
+            Level::Concurrent(n) => chat(url, bearer, n),
+            Level::Rate(rate) => {
+                let in_flight = rate * upstream_latency.as_secs_f64();
+                let workers = (in_flight * 3.0).ceil() as usize + 8;
+                let mut traffic = chat(url, bearer, workers);
+                traffic.rate_per_second = Some(rate);
+                traffic
+            }
+        }
+    }
 }
 
 /// The LiteLLM proxy in its own process, configured for the fake upstream. Keys go by environment variable
@@ -162,6 +210,51 @@ impl Drop for LiteLlm {
     }
 }
 
+/// The do-nothing proxy (`benches/src/bin/passthrough.rs`) in its own process, as ragvault is.
+struct Passthrough {
+    child: Child,
+    base_url: String,
+}
+
+impl Passthrough {
+    async fn start(binary: &std::path::Path, upstream_url: &str) -> Passthrough {
+        let port = free_port();
+        let child = Command::new(binary)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                upstream_url,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "passthrough did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Passthrough {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        resource_use(self.child.id()).map_or(0.0, |r| r.cpu_seconds)
+    }
+}
+
+impl Drop for Passthrough {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Direct children of a process (uvicorn's workers), from `/proc`.
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -173,7 +266,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 struct Measured {
     target: &'static str,
-    concurrency: usize,
+    level: Level,
     report: TrafficReport,
     /// Cores the proxy used on average (none for the upstream itself).
     proxy_cores: Option<f64>,
@@ -216,9 +309,16 @@ async fn main() {
         Some(proxy)
     };
     let upstream_url = format!("{}/chat/completions", stack.fake.base_url);
+    let passthrough =
+        Passthrough::start(&options.binary.with_file_name("passthrough"), &upstream_url).await;
     let ragvault_url = stack.url("/v1/chat/completions");
     let mut targets: Vec<(&'static str, String, &str)> = vec![
         ("upstream", upstream_url, &stack.provider_key),
+        (
+            "passthrough",
+            format!("{}/chat/completions", passthrough.base_url),
+            &stack.provider_key,
+        ),
         ("ragvault", ragvault_url, &tenant.api_key),
     ];
     if let Some(proxy) = &litellm {
@@ -240,27 +340,29 @@ async fn main() {
     let mut measured = Vec::new();
     for &level in &options.levels {
         for (target, url, key) in &targets {
-            let cpu_before = match *target {
+            // LiteLLM's top rate is a small fraction of the offered rates: there it would only time out.
+            if *target == "LiteLLM" && matches!(level, Level::Rate(_)) {
+                continue;
+            }
+            let cpu_seconds = || match *target {
                 "ragvault" => Some(stack.server.resource_use().cpu_seconds),
+                "passthrough" => Some(passthrough.cpu_seconds()),
                 "LiteLLM" => litellm.as_ref().map(LiteLlm::cpu_seconds),
                 _ => None,
             };
+            let cpu_before = cpu_seconds();
             let started = Instant::now();
             let report = load::run(
                 &stack.client,
-                &[chat(url.clone(), key, level)],
+                &[level.traffic(url.clone(), key, options.latency)],
                 Duration::from_secs(options.seconds),
             )
             .await
             .remove(0);
             let wall = started.elapsed().as_secs_f64();
-            let proxy_cores = cpu_before.map(|before| {
-                let after = match &litellm {
-                    Some(proxy) if *target == "LiteLLM" => proxy.cpu_seconds(),
-                    _ => stack.server.resource_use().cpu_seconds,
-                };
-                (after - before) / wall
-            });
+            let proxy_cores = cpu_before
+                .zip(cpu_seconds())
+                .map(|(before, after)| (after - before) / wall);
             eprintln!(
                 "  {target} at {level}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
                 report.throughput(),
@@ -270,7 +372,7 @@ async fn main() {
             );
             measured.push(Measured {
                 target,
-                concurrency: level,
+                level,
                 report,
                 proxy_cores,
             });
@@ -284,16 +386,16 @@ async fn main() {
 }
 
 fn render(options: &Options, measured: &[Measured]) -> String {
-    let upstream_at = |level: usize| {
+    let upstream_at = |level: Level| {
         measured
             .iter()
-            .find(|m| m.target == "upstream" && m.concurrency == level)
+            .find(|m| m.target == "upstream" && m.level == level)
             .map(|m| m.report.ok_latency())
             .unwrap_or_default()
     };
     let mut out = format!(
         "Fake OpenAI upstream at {} ms; {} s per step; LiteLLM with {} workers.\n\n\
-         | concurrency | target | ok/s | latency ms p50 / p99 / max | added over upstream ms p50 / p99 | errors | proxy CPU (cores) |\n\
+         | load | target | ok/s | latency ms p50 / p99 / max | added over upstream ms p50 / p99 | errors | proxy CPU (cores) |\n\
          | --- | --- | --- | --- | --- | --- | --- |\n",
         options.latency.as_millis(),
         options.seconds,
@@ -301,7 +403,7 @@ fn render(options: &Options, measured: &[Measured]) -> String {
     );
     for m in measured {
         let l = m.report.ok_latency();
-        let upstream = upstream_at(m.concurrency);
+        let upstream = upstream_at(m.level);
         let added = if m.target == "upstream" {
             "".to_owned()
         } else {
@@ -309,7 +411,7 @@ fn render(options: &Options, measured: &[Measured]) -> String {
         };
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {added} | {} | {} |\n",
-            m.concurrency,
+            m.level,
             m.target,
             m.report.throughput(),
             l.p50,
@@ -324,35 +426,47 @@ fn render(options: &Options, measured: &[Measured]) -> String {
         measured
             .iter()
             .filter(|m| m.target == target && m.report.error_rate() < 0.01)
-            .map(|m| (m.report.throughput(), m.concurrency))
-            .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a })
+            .map(|m| (m.report.throughput(), Some(m.level)))
+            .fold((0.0, None), |a, b| if b.0 > a.0 { b } else { a })
     };
     let (ragvault, litellm) = (best("ragvault"), best("LiteLLM"));
+    let at = |best: (f64, Option<Level>)| {
+        format!(
+            "{:.0}/s ({})",
+            best.0,
+            best.1.map_or_else(|| "-".to_owned(), |l| l.to_string())
+        )
+    };
     out.push_str(&format!(
-        "\nHighest rate with < 1% errors: ragvault {:.0}/s (concurrency {}), LiteLLM {:.0}/s (concurrency {}): {:.1}x.\n",
-        ragvault.0,
-        ragvault.1,
-        litellm.0,
-        litellm.1,
-        ragvault.0 / litellm.0.max(f64::EPSILON)
+        "\nHighest rate with < 1% errors: ragvault {}, LiteLLM {}",
+        at(ragvault),
+        if litellm.1.is_some() {
+            at(litellm)
+        } else {
+            "not measured".to_owned()
+        }
     ));
+    if litellm.0 > 0.0 {
+        out.push_str(&format!(": {:.1}x", ragvault.0 / litellm.0));
+    }
+    out.push_str(".\n");
     for &level in &options.levels {
         let added = |target: &str| {
             measured
                 .iter()
-                .find(|m| m.target == target && m.concurrency == level)
+                .find(|m| m.target == target && m.level == level)
                 .map(|m| {
                     let (l, u) = (m.report.ok_latency(), upstream_at(level));
                     (l.p50 - u.p50, l.p99 - u.p99)
                 })
                 .unwrap_or((f64::NAN, f64::NAN))
         };
-        let (r, l) = (added("ragvault"), added("LiteLLM"));
+        let (r, l, hop) = (added("ragvault"), added("LiteLLM"), added("passthrough"));
         // The handler's own time without the provider call, as the server measured it: what the added
         // latency is made of besides HTTP on both sides and waiting for a core.
         let ragvault = measured
             .iter()
-            .find(|m| m.target == "ragvault" && m.concurrency == level);
+            .find(|m| m.target == "ragvault" && m.level == level);
         let of = |part: fn(&load::Sample) -> Option<Duration>| {
             ragvault
                 .map(|m| load::Percentiles::of(m.report.samples.iter().filter_map(part)))
@@ -360,20 +474,55 @@ fn render(options: &Options, measured: &[Measured]) -> String {
         };
         let own = of(|s| Some(s.stage("total")?.saturating_sub(s.stage("provider")?)));
         let provider = of(|s| s.stage("provider"));
-        let outside = of(|s| Some(s.latency.saturating_sub(s.stage("total")?)));
+        let inside = of(|s| Some(s.stage("server")?.saturating_sub(s.stage("provider")?)));
+        let around = of(|s| Some(s.stage("server")?.saturating_sub(s.stage("total")?)));
+        let outside = of(|s| Some(s.latency.saturating_sub(s.stage("server")?)));
         let (admit, reserve, meter) = (
             of(|s| s.stage("admit")),
             of(|s| s.stage("reserve")),
             of(|s| s.stage("meter")),
         );
         out.push_str(&format!(
-            "At concurrency {level}: added p50 {:.2} ms (ragvault) vs {:.2} ms (LiteLLM), p99 {:.2} ms vs {:.2} ms. \
-             ragvault by its server-timing, p50 / p99: handler without the provider call {:.3} / {:.3} ms \
+            "At {level}: added p50 {:.2} ms (ragvault) vs {:.2} ms (LiteLLM) and {:.2} ms (do-nothing proxy), \
+             p99 {:.2} ms vs {:.2} ms and {:.2} ms; ragvault over the do-nothing proxy p50 {:.2} ms, p99 {:.2} ms. \
+             ragvault by its server-timing, p50 / p99: in ragvault's router but not waiting for the provider \
+             {:.3} / {:.3} ms; handler without the provider call {:.3} / {:.3} ms \
              (admit {:.3} / {:.3}, reserve {:.3} / {:.3}, meter {:.3} / {:.3}), \
-             provider call {:.2} / {:.2} ms, outside the handler (client's latency minus the handler's) {:.2} / {:.2} ms.\n",
-            r.0, l.0, r.1, l.1, own.p50, own.p99, admit.p50, admit.p99, reserve.p50, reserve.p99,
-            meter.p50, meter.p99, provider.p50, provider.p99, outside.p50, outside.p99
+             provider call {:.2} / {:.2} ms, around the handler (middleware and extractors) {:.3} / {:.3} ms, \
+             outside ragvault (client's latency minus the time in ragvault's router) {:.2} / {:.2} ms.\n",
+            r.0, l.0, hop.0, r.1, l.1, hop.1, r.0 - hop.0, r.1 - hop.1, inside.p50, inside.p99, own.p50, own.p99, admit.p50, admit.p99, reserve.p50, reserve.p99,
+            meter.p50, meter.p99, provider.p50, provider.p99, around.p50, around.p99, outside.p50, outside.p99
         ));
+        if let Some(m) = ragvault {
+            out.push_str(&tail_breakdown(level, &m.report));
+        }
     }
     out
+}
+
+/// What the slowest 1 % of ragvault's calls spent their time on (the median of each part over them): the
+/// per-stage p99s above come from different calls, this says which part makes the slow calls slow.
+fn tail_breakdown(level: Level, report: &TrafficReport) -> String {
+    let cutoff = report.ok_latency().p99;
+    let slow: Vec<&load::Sample> = report
+        .samples
+        .iter()
+        .filter(|s| s.outcome == load::Outcome::Ok && s.latency.as_secs_f64() * 1000.0 >= cutoff)
+        .collect();
+    let median = |part: &dyn Fn(&load::Sample) -> Option<Duration>| {
+        load::Percentiles::of(slow.iter().filter_map(|s| part(s))).p50
+    };
+    format!(
+        "At {level}, the {} slowest calls (latency >= {cutoff:.2} ms), medians: handler without the \
+         provider call {:.3} ms (admit {:.3}, reserve {:.3}, meter {:.3}), provider call {:.2} ms, around the \
+         handler {:.3} ms, outside ragvault {:.2} ms.\n",
+        slow.len(),
+        median(&|s| Some(s.stage("total")?.saturating_sub(s.stage("provider")?))),
+        median(&|s| s.stage("admit")),
+        median(&|s| s.stage("reserve")),
+        median(&|s| s.stage("meter")),
+        median(&|s| s.stage("provider")),
+        median(&|s| Some(s.stage("server")?.saturating_sub(s.stage("total")?))),
+        median(&|s| Some(s.latency.saturating_sub(s.stage("server")?))),
+    )
 }
