@@ -25,6 +25,8 @@ const QUEUE: usize = 32_768;
 /// Waits between attempts to commit while Postgres is away: doubling from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
+/// How long the writer waits for more entries after the first of a batch.
+const LINGER: Duration = Duration::from_millis(10);
 /// The journal is synced to disk this often while entries arrive.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 
@@ -205,8 +207,15 @@ impl Writer {
                     None => return,
                 },
             };
-            // Whatever queued up while the previous batch was committing goes into this one, up to the end of
-            // its segment (a mark covers one segment).
+            // Whatever queued up while the previous batch was committing, or arrives within `LINGER` of the
+            // first entry, goes into this one, up to the end of its segment (a mark covers one segment). The
+            // linger is for low and middling rates: without it every answer costs a Postgres transaction of
+            // its own (several round trips, each waking a worker beside the requests being served) and every
+            // append wakes the writer. While it sleeps, appends do not wake it; when a full batch is already
+            // waiting it does not sleep at all.
+            if receiver.len() + 1 < MAX_BATCH {
+                tokio::time::sleep(LINGER).await;
+            }
             let segment = first.segment.clone();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {

@@ -386,7 +386,7 @@ impl Application {
                 webhook_stats.clone(),
             )));
         }
-        let state = AppState {
+        let state = AppState::new(state::AppParts {
             http_metrics: Arc::new(ragvault_metrics::HistogramVec::new(
                 &["route", "method", "status"],
                 &ragvault_metrics::LATENCY_BUCKETS,
@@ -410,7 +410,7 @@ impl Application {
             content,
             pipeline,
             db_login,
-        };
+        });
         // Policy files: a bad one stops the start (as bad configuration does), naming file, key and reason.
         if state.settings.policies.dir.is_some() {
             let ctx = ragvault_gateway::RequestContext::new("system:policy_files", None);
