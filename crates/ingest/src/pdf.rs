@@ -9,12 +9,8 @@ pub struct PdfParser;
 
 impl Parser for PdfParser {
     fn parse(&self, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
-        let pages = std::panic::catch_unwind(|| {
-            refuse_page_tree_loops(bytes)?;
-            pdf_extract::extract_text_from_mem_by_pages(bytes)
-                .map_err(|e| IngestError::Malformed(format!("the PDF could not be read: {e}")))
-        })
-        .map_err(|_| IngestError::Malformed("the PDF could not be read".into()))??;
+        let pages = std::panic::catch_unwind(|| extract_pages(bytes))
+            .map_err(|_| IngestError::Malformed("the PDF could not be read".into()))??;
         let sections: Vec<Section> = pages
             .iter()
             .enumerate()
@@ -33,17 +29,39 @@ impl Parser for PdfParser {
     }
 }
 
+/// The text of each page, in order: the file is loaded once, its page tree checked, then each page handed
+/// to the extractor (what `pdf_extract::extract_text_from_mem_by_pages` does, without loading the file a
+/// second time for the check).
+fn extract_pages(bytes: &[u8]) -> Result<Vec<String>, IngestError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        IngestError::Malformed(format!("the PDF could not be read: {e}"))
+    };
+    let mut document = lopdf::Document::load_mem(bytes).map_err(|e| unreadable(&e))?;
+    // As the extractor does: a file encrypted with the empty user password (common for "no copying" PDFs)
+    // is readable; one with a real password is not.
+    if document.is_encrypted() {
+        document.decrypt("").map_err(|e| unreadable(&e))?;
+    }
+    refuse_page_tree_loops(&document)?;
+    let mut pages = Vec::new();
+    for page_number in 1.. {
+        let mut text = String::new();
+        let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+        if pdf_extract::output_doc_page(&document, &mut output, page_number).is_err() {
+            break;
+        }
+        pages.push(text);
+    }
+    Ok(pages)
+}
+
 /// Page dictionaries deeper than this in the page tree are refused (real files nest a handful of levels).
 const MAX_PAGE_TREE_DEPTH: usize = 64;
 
 /// The extractor follows each page's `Parent` chain for inherited attributes (`MediaBox`, `Resources`)
 /// without looking for loops: a page that is its own ancestor made it spin forever (found by fuzzing), a
 /// parse timeout ending the job but not the thread. Every page's chain is walked here first, bounded.
-fn refuse_page_tree_loops(bytes: &[u8]) -> Result<(), IngestError> {
-    // A file lopdf cannot load is left for the extractor to refuse with its own message.
-    let Ok(document) = lopdf::Document::load_mem(bytes) else {
-        return Ok(());
-    };
+fn refuse_page_tree_loops(document: &lopdf::Document) -> Result<(), IngestError> {
     for page in document.get_pages().into_values() {
         let mut seen = std::collections::HashSet::from([page]);
         let mut current = page;
