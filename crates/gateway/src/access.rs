@@ -176,6 +176,11 @@ impl AccessControl {
         }
     }
 
+    /// The feed of announced access changes its caches are guarded by.
+    pub fn changes(&self) -> &Arc<AccessChanges> {
+        &self.changes
+    }
+
     /// Failed authentications waiting to be audited (flushed by [`AuthFailures::run`]).
     ///
     /// [`AuthFailures::run`]: crate::auth_failures::AuthFailures::run
