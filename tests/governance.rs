@@ -710,6 +710,58 @@ async fn a_budget_spent_down_to_a_remainder_is_refused_from_memory() {
         .settle(100);
 }
 
+/// A reservation that leaves the slice below half of its size tops it up in the background: the request
+/// that would have found it empty does not wait for a row-locked lease. What was leased ahead goes back with
+/// the rest of the slice.
+#[tokio::test]
+async fn a_slice_running_low_is_leased_ahead_of_need() {
+    use ragvault_gateway::{BudgetGuard, TenantBudget};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("ahead")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let budget = Some(TenantBudget {
+        hard_micro_usd: 1_000_000,
+        soft_micro_usd: None,
+    });
+    let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
+    let committed = || async {
+        app.store
+            .budget_month(tenant_id, month)
+            .await
+            .unwrap()
+            .committed_micro_usd
+    };
+    let guard = Arc::new(BudgetGuard::new(app.store.clone(), 1_000));
+    // The first call leases a slice of 1 000 itself, and leaves 400 of it.
+    guard
+        .reserve(tenant_id, budget, 600)
+        .await
+        .unwrap()
+        .settle(600);
+    assert_eq!(committed().await, 1_000);
+    // This one leaves 300, under half a slice: the next slice is leased behind it.
+    guard
+        .reserve(tenant_id, budget, 100)
+        .await
+        .unwrap()
+        .settle(100);
+    let started = std::time::Instant::now();
+    while committed().await < 2_000 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(committed().await, 2_000, "no slice was leased ahead");
+    // Spending what the slice holds (1 300) needs no lease of its own.
+    guard
+        .reserve(tenant_id, budget, 1_300)
+        .await
+        .unwrap()
+        .settle(200);
+    guard.return_unused().await.unwrap();
+    // Spent: 600 + 100 + 200; whatever a lease started meanwhile leased went back too.
+    assert_eq!(committed().await, 900);
+}
+
 #[tokio::test]
 async fn each_ask_is_audited_with_its_chunks_and_soft_thresholds_alert_once() {
     let fake = FakeProvider::start().await;

@@ -4,8 +4,9 @@
 //! update of `budget_months.committed`) and spends it in memory: a request reserves its worst-case cost
 //! (counted input tokens plus `max_tokens` at the output price) from the slice before any provider call,
 //! and settles to the actual cost when the answer ends. `committed` never passes the limit, and every
-//! replica spends only what it leased, so all replicas together cannot spend past the limit. Unspent slices
-//! go back every few seconds and at shutdown; a crash loses at most the unspent slice (counted as committed
+//! replica spends only what it leased, so all replicas together cannot spend past the limit. A slice that
+//! falls below half its size is topped up in the background (lease-ahead), so requests rarely wait for a
+//! lease. Unspent slices go back at shutdown; a crash loses at most the unspent slice (counted as committed
 //! until the month ends), never spend beyond the limit.
 
 use crate::access::RequestContext;
@@ -38,6 +39,9 @@ struct Slice {
     /// refused from memory (an over-budget tenant's flood costs no retrieval and no database round trip).
     /// A replica returning its unused slice frees budget again, which the next lease after expiry finds.
     exhausted: Option<Exhausted>,
+    /// The hard limit under which a lease last came back short (the month's budget is nearly all leased):
+    /// no leasing ahead under it, or every request near the end would cost a database round trip.
+    drained: Option<u64>,
 }
 
 /// What a lease that came back short showed: the budget was spent up to a remainder too small for a call.
@@ -179,7 +183,7 @@ impl BudgetGuard {
         month: Date,
         amount: u64,
         soft: Option<u64>,
-    ) -> Result<(), u64> {
+    ) -> Result<i64, u64> {
         let mut slices = self.slices();
         let slice = slices.entry(tenant).or_default();
         if slice.month != Some(month) {
@@ -192,7 +196,7 @@ impl BudgetGuard {
         let wanted = to_i64(amount);
         if slice.available >= wanted {
             slice.available -= wanted;
-            Ok(())
+            Ok(slice.available)
         } else {
             Err(u64::try_from(wanted - slice.available).unwrap_or(u64::MAX))
         }
@@ -217,7 +221,8 @@ impl BudgetGuard {
         let held = |guard: &Arc<BudgetGuard>| Reservation {
             held: Some((guard.clone(), tenant, month, amount)),
         };
-        if let Ok(()) = self.take(tenant, month, amount, budget.soft_micro_usd) {
+        if let Ok(left) = self.take(tenant, month, amount, budget.soft_micro_usd) {
+            self.lease_ahead(tenant, month, budget, left);
             return Ok(held(self));
         }
         let refused = || GatewayError::BudgetExceeded {
@@ -230,23 +235,20 @@ impl BudgetGuard {
         let _one_lease_at_a_time = lease_lock.lock().await;
         // The lease this request waited for may have brought enough, or found the budget spent.
         let missing = match self.take(tenant, month, amount, budget.soft_micro_usd) {
-            Ok(()) => return Ok(held(self)),
+            Ok(_) => return Ok(held(self)),
             Err(missing) => missing,
         };
         if self.cannot_cover(tenant, Some(budget), Some(amount)) {
             return Err(refused());
         }
-        let slice = self
-            .slice_micro_usd
-            .min(budget.hard_micro_usd / 20)
-            .max(missing);
+        let slice = self.slice_size(budget).max(missing);
         let granted = self
             .store
             .lease_budget(tenant, month, slice, budget.hard_micro_usd)
             .await?;
-        self.give_back(tenant, month, to_i64(granted));
+        self.add_lease(tenant, month, budget, slice, granted);
         match self.take(tenant, month, amount, budget.soft_micro_usd) {
-            Ok(()) => Ok(held(self)),
+            Ok(_) => Ok(held(self)),
             Err(_) => {
                 // Postgres granted less than asked only when it had no more: the budget is spent down to
                 // what the slice holds, which does not cover this call.
@@ -256,6 +258,81 @@ impl BudgetGuard {
                 Err(refused())
             }
         }
+    }
+
+    /// What one lease asks for: the configured slice, at most a twentieth of the budget.
+    fn slice_size(&self, budget: TenantBudget) -> u64 {
+        self.slice_micro_usd.min(budget.hard_micro_usd / 20).max(1)
+    }
+
+    /// Puts what a lease granted into the slice; a lease granted less than asked marks the budget drained.
+    fn add_lease(
+        &self,
+        tenant: TenantId,
+        month: Date,
+        budget: TenantBudget,
+        asked: u64,
+        granted: u64,
+    ) {
+        self.give_back(tenant, month, to_i64(granted));
+        if granted < asked {
+            if let Some(slice) = self
+                .slices()
+                .get_mut(&tenant)
+                .filter(|s| s.month == Some(month))
+            {
+                slice.drained = Some(budget.hard_micro_usd);
+            }
+        }
+    }
+
+    /// Tops the slice up in the background once a reservation leaves it below half a slice. A lease is a
+    /// row-locked transaction (a few ms), and every request that found the slice empty queued behind it:
+    /// the slowest calls of a brokered-call benchmark were these waits. Skipped while a lease is under way
+    /// for the tenant or the budget is drained; the request path still leases itself when the slice cannot
+    /// cover a call.
+    fn lease_ahead(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        month: Date,
+        budget: TenantBudget,
+        left: i64,
+    ) {
+        let size = self.slice_size(budget);
+        let low = to_i64(size / 2);
+        if left >= low
+            || self
+                .slices()
+                .get(&tenant)
+                .is_some_and(|s| s.drained == Some(budget.hard_micro_usd))
+        {
+            return;
+        }
+        let Ok(leasing) = self.lease_lock(tenant).try_lock_owned() else {
+            return;
+        };
+        let guard = self.clone();
+        tokio::spawn(async move {
+            let _one_lease_at_a_time = leasing;
+            let available = guard
+                .slices()
+                .get(&tenant)
+                .filter(|s| s.month == Some(month))
+                .map_or(0, |s| s.available);
+            if available >= low {
+                return;
+            }
+            match guard
+                .store
+                .lease_budget(tenant, month, size, budget.hard_micro_usd)
+                .await
+            {
+                Ok(granted) => guard.add_lease(tenant, month, budget, size, granted),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not lease budget ahead; a request short of it will")
+                }
+            }
+        });
     }
 
     fn lease_lock(&self, tenant: TenantId) -> Arc<tokio::sync::Mutex<()>> {
@@ -322,6 +399,18 @@ impl BudgetGuard {
 
     /// Returns every unspent slice to Postgres (periodically, so other replicas can use it, and at shutdown).
     pub async fn return_unused(&self) -> Result<(), GatewayError> {
+        // No lease may land after the slices are emptied: it would sit unspent, counted as committed.
+        let locks: Vec<_> = self
+            .leasing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut _no_leases_meanwhile = Vec::with_capacity(locks.len());
+        for lock in locks {
+            _no_leases_meanwhile.push(lock.lock_owned().await);
+        }
         let unused: Vec<(TenantId, Date, u64)> = {
             let mut slices = self.slices();
             slices
