@@ -11,8 +11,18 @@
 //! so a proxy that falls behind is charged its queueing). LiteLLM runs at the closed-loop levels only: the
 //! offered rates are many times its top rate.
 //!
+//! Added latency is reported two ways. Over the upstream: a proxy's percentile minus the upstream's, from
+//! separate runs (what a client sees, but the fake upstream's own spread, ~1 ms from tokio's timer, is in
+//! it). Per call: each call's latency minus the time the proxy itself waited for the upstream on that call
+//! (its `server-timing` `provider` stage), whose percentiles have no upstream in them at all. ragvault and
+//! the do-nothing proxy report that stage; LiteLLM does not.
+//!
+//! `--pin` puts the harness (load generator and fake upstream) on the first core and the proxies on the
+//! second, so the proxy under test is not descheduled by the load it is measured with (Postgres and
+//! OpenBao stay where the kernel puts them).
+//!
 //! `chat_compare --litellm PATH [--latency-ms 50] [--seconds 20] [--levels 8,32,128] [--rates 500,1000]
-//!  [--litellm-workers 2] [--without-litellm] [--out FILE] [--binary PATH]`
+//!  [--litellm-workers 2] [--without-litellm] [--pin] [--samples CSV] [--out FILE] [--binary PATH]`
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -36,6 +46,10 @@ struct Options {
     litellm_workers: usize,
     /// Only the upstream and ragvault (profiling ragvault, or where LiteLLM is not installed).
     without_litellm: bool,
+    /// The harness on core 0, the proxies on core 1 (`taskset`).
+    pin: bool,
+    /// Every call as a CSV row (target, level, when sent, latency, server-timing stages) for analysis.
+    samples: Option<PathBuf>,
     out: Option<PathBuf>,
     binary: PathBuf,
 }
@@ -48,6 +62,8 @@ fn options() -> Options {
         levels: Vec::new(),
         litellm_workers: 2,
         without_litellm: false,
+        pin: false,
+        samples: None,
         out: None,
         binary: std::env::current_exe()
             .expect("own path")
@@ -72,6 +88,8 @@ fn options() -> Options {
             ),
             "--litellm-workers" => options.litellm_workers = value().parse().expect("workers"),
             "--without-litellm" => options.without_litellm = true,
+            "--pin" => options.pin = true,
+            "--samples" => options.samples = Some(value().into()),
             "--out" => options.out = Some(value().into()),
             "--binary" => options.binary = value().into(),
             other => panic!("unknown argument {other}"),
@@ -248,6 +266,17 @@ impl Passthrough {
     }
 }
 
+/// Binds every thread of a process (and the threads it starts later) to one core.
+fn pin(pid: u32, core: usize) {
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", &core.to_string()])
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("run taskset (util-linux)");
+    assert!(status.success(), "taskset could not pin process {pid}");
+}
+
 impl Drop for Passthrough {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -312,6 +341,17 @@ async fn main() {
     let passthrough =
         Passthrough::start(&options.binary.with_file_name("passthrough"), &upstream_url).await;
     let ragvault_url = stack.url("/v1/chat/completions");
+    if options.pin {
+        pin(std::process::id(), 0);
+        pin(stack.server.pid(), 1);
+        pin(passthrough.child.id(), 1);
+        if let Some(proxy) = &litellm {
+            pin(proxy.child.id(), 1);
+            children_of(proxy.child.id())
+                .into_iter()
+                .for_each(|worker| pin(worker, 1));
+        }
+    }
     let mut targets: Vec<(&'static str, String, &str)> = vec![
         ("upstream", upstream_url, &stack.provider_key),
         (
@@ -378,6 +418,9 @@ async fn main() {
             });
         }
     }
+    if let Some(path) = &options.samples {
+        std::fs::write(path, samples_csv(&measured)).expect("write the samples");
+    }
     let report = render(&options, &measured);
     match &options.out {
         Some(path) => std::fs::write(path, &report).expect("write the report"),
@@ -395,12 +438,18 @@ fn render(options: &Options, measured: &[Measured]) -> String {
     };
     let mut out = format!(
         "Fake OpenAI upstream at {} ms; {} s per step; LiteLLM with {} workers.\n\n\
-         | load | target | ok/s | latency ms p50 / p99 / max | added over upstream ms p50 / p99 | errors | proxy CPU (cores) |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
+         | load | target | ok/s | latency ms p50 / p99 / max | added over upstream ms p50 / p99 | added per call ms p50 / p99 | errors | proxy CPU (cores) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         options.latency.as_millis(),
         options.seconds,
         options.litellm_workers
     );
+    if options.pin {
+        out.insert_str(
+            0,
+            "Pinned: load generator and fake upstream on core 0, the proxy under test on core 1.\n",
+        );
+    }
     for m in measured {
         let l = m.report.ok_latency();
         let upstream = upstream_at(m.level);
@@ -409,8 +458,10 @@ fn render(options: &Options, measured: &[Measured]) -> String {
         } else {
             format!("{:.2} / {:.2}", l.p50 - upstream.p50, l.p99 - upstream.p99)
         };
+        let per_call = per_call_added(&m.report)
+            .map_or_else(String::new, |a| format!("{:.2} / {:.2}", a.p50, a.p99));
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {added} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {added} | {per_call} | {} | {} |\n",
             m.level,
             m.target,
             m.report.throughput(),
@@ -482,15 +533,34 @@ fn render(options: &Options, measured: &[Measured]) -> String {
             of(|s| s.stage("reserve")),
             of(|s| s.stage("meter")),
         );
+        let per_call = |target: &str| {
+            measured
+                .iter()
+                .find(|m| m.target == target && m.level == level)
+                .and_then(|m| per_call_added(&m.report))
+                .unwrap_or_default()
+        };
+        let (r_call, hop_call) = (per_call("ragvault"), per_call("passthrough"));
+        // LiteLLM runs at the closed-loop levels only.
+        let litellm = |value: f64| {
+            if value.is_nan() {
+                String::new()
+            } else {
+                format!(", {value:.2} ms (LiteLLM)")
+            }
+        };
         out.push_str(&format!(
-            "At {level}: added p50 {:.2} ms (ragvault) vs {:.2} ms (LiteLLM) and {:.2} ms (do-nothing proxy), \
-             p99 {:.2} ms vs {:.2} ms and {:.2} ms; ragvault over the do-nothing proxy p50 {:.2} ms, p99 {:.2} ms. \
+            "At {level}: added over the upstream p50 {:.2} ms (ragvault), {:.2} ms (do-nothing proxy){}, \
+             p99 {:.2} ms, {:.2} ms{}; ragvault over the do-nothing proxy p50 {:.2} ms, p99 {:.2} ms. \
+             Added per call p50 {:.2} ms (ragvault), {:.2} ms (do-nothing proxy), p99 {:.2} ms, {:.2} ms. \
              ragvault by its server-timing, p50 / p99: in ragvault's router but not waiting for the provider \
              {:.3} / {:.3} ms; handler without the provider call {:.3} / {:.3} ms \
              (admit {:.3} / {:.3}, reserve {:.3} / {:.3}, meter {:.3} / {:.3}), \
              provider call {:.2} / {:.2} ms, around the handler (middleware and extractors) {:.3} / {:.3} ms, \
              outside ragvault (client's latency minus the time in ragvault's router) {:.2} / {:.2} ms.\n",
-            r.0, l.0, hop.0, r.1, l.1, hop.1, r.0 - hop.0, r.1 - hop.1, inside.p50, inside.p99, own.p50, own.p99, admit.p50, admit.p99, reserve.p50, reserve.p99,
+            r.0, hop.0, litellm(l.0), r.1, hop.1, litellm(l.1), r.0 - hop.0, r.1 - hop.1,
+            r_call.p50, hop_call.p50, r_call.p99, hop_call.p99,
+            inside.p50, inside.p99, own.p50, own.p99, admit.p50, admit.p99, reserve.p50, reserve.p99,
             meter.p50, meter.p99, provider.p50, provider.p99, around.p50, around.p99, outside.p50, outside.p99
         ));
         if let Some(m) = ragvault {
@@ -498,6 +568,46 @@ fn render(options: &Options, measured: &[Measured]) -> String {
         }
     }
     out
+}
+
+/// One row per call: target, load level, when it was sent and its latency (ms from the start of its step),
+/// outcome, and the stages its `server-timing` named (empty where it named none).
+fn samples_csv(measured: &[Measured]) -> String {
+    const STAGES: [&str; 6] = ["admit", "reserve", "provider", "meter", "total", "server"];
+    let mut csv = format!("target,level,sent_ms,latency_ms,ok,{}\n", STAGES.join(","));
+    for m in measured {
+        for s in &m.report.samples {
+            let stages: Vec<String> = STAGES
+                .iter()
+                .map(|stage| {
+                    s.stage(stage)
+                        .map_or_else(String::new, |d| format!("{:.3}", d.as_secs_f64() * 1000.0))
+                })
+                .collect();
+            csv.push_str(&format!(
+                "{},{},{:.3},{:.3},{},{}\n",
+                m.target,
+                m.level,
+                s.sent_at.as_secs_f64() * 1000.0,
+                s.latency.as_secs_f64() * 1000.0,
+                s.outcome == load::Outcome::Ok,
+                stages.join(",")
+            ));
+        }
+    }
+    csv
+}
+
+/// Each successful call's latency minus the time the proxy waited for the upstream on it (`server-timing`
+/// `provider`); `None` when the target does not report that stage (the upstream itself, LiteLLM).
+fn per_call_added(report: &TrafficReport) -> Option<load::Percentiles> {
+    let added: Vec<Duration> = report
+        .samples
+        .iter()
+        .filter(|s| s.outcome == load::Outcome::Ok)
+        .filter_map(|s| Some(s.latency.saturating_sub(s.stage("provider")?)))
+        .collect();
+    (!added.is_empty()).then(|| load::Percentiles::of(added.into_iter()))
 }
 
 /// What the slowest 1 % of ragvault's calls spent their time on (the median of each part over them): the

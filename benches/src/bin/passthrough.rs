@@ -2,7 +2,8 @@
 //! runtime, `TCP_NODELAY` on accepted connections, a pooled reqwest client): each POST body and its
 //! `authorization` header go to the upstream unchanged, and the upstream's answer comes back. `chat_compare`
 //! measures it beside ragvault, so the cost of one more HTTP hop on the machine can be told from what
-//! ragvault's own work adds.
+//! ragvault's own work adds. Like ragvault, it says in `server-timing` how long it waited for the upstream
+//! (`provider;dur=…`), so the harness can take each call's own upstream time out of its latency.
 //!
 //! `passthrough --listen 127.0.0.1:PORT --upstream http://127.0.0.1:PORT/chat/completions`
 #![allow(clippy::expect_used, clippy::print_stderr)]
@@ -61,6 +62,7 @@ async fn forward(
     if let Some(authorization) = headers.get(header::AUTHORIZATION) {
         request = request.header(header::AUTHORIZATION, authorization.clone());
     }
+    let started = std::time::Instant::now();
     let answer = match request.send().await {
         Ok(answer) => answer,
         Err(e) => {
@@ -70,7 +72,21 @@ async fn forward(
     };
     let status = answer.status();
     match answer.bytes().await {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(bytes) => {
+            let waited = format!(
+                "provider;dur={:.3}",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            (
+                status,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_owned()),
+                    (header::HeaderName::from_static("server-timing"), waited),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }
