@@ -79,18 +79,16 @@ pub async fn request_envelope(
     response
 }
 
-/// A handler's `server-timing` gets one more entry, `server`: the whole time the request spent inside the
-/// service's router (middleware and extractors, authentication included, around the handler's `total`), so a
-/// client can tell time spent in ragvault from time on the wire or waiting to be read.
+/// A handler's stage times become the `server-timing` header here, with one more entry, `server`: the whole
+/// time the request spent inside the service's router (middleware and extractors, authentication included,
+/// around the handler's `total`), so a client can tell time spent in ragvault from time on the wire or
+/// waiting to be read.
 fn append_server_stage(response: &mut Response, elapsed: Duration) {
-    let Some(timing) = response.headers().get("server-timing") else {
-        return;
-    };
-    let Ok(timing) = timing.to_str() else {
-        return;
-    };
-    let value = format!("{timing}, server;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(timing) = response
+        .extensions_mut()
+        .remove::<crate::routes::ask::ServerTiming>()
+    {
+        let value = timing.header(elapsed);
         response.headers_mut().insert("server-timing", value);
     }
 }

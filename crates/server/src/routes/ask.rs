@@ -88,38 +88,52 @@ pub fn usage_json(generator: &Generator, usage: TokenUsage, provider: &str, mode
     })
 }
 
-/// `server-timing`: embed (query embedding), retrieve (search and opening chunks), provider (generation)
-/// and total, in milliseconds.
-/// Puts the handler's stages in the response's `server-timing` header (the envelope middleware adds
-/// `server`, the whole time in the router).
+/// What a handler measured, carried to the envelope middleware in the response's extensions; the middleware
+/// adds `server` (the whole time in the router) and writes the `server-timing` header once.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerTiming {
+    pub times: StageTimes,
+    pub provider: Duration,
+    pub total: Duration,
+}
+
+impl ServerTiming {
+    /// `server-timing`: admit, embed (query embedding), retrieve (search and opening chunks; `index`,
+    /// `keyword` and `unseal` are parts of it, `keyword` running beside `embed` + `index`), reserve,
+    /// provider (generation), meter, total (the handler) and server, in milliseconds.
+    pub fn header(&self, server: Duration) -> HeaderValue {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let times = &self.times;
+        HeaderValue::from_str(&format!(
+            "admit;dur={:.3}, embed;dur={:.3}, retrieve;dur={:.3}, index;dur={:.3}, keyword;dur={:.3}, unseal;dur={:.3}, reserve;dur={:.3}, provider;dur={:.3}, meter;dur={:.3}, total;dur={:.3}, server;dur={:.3}",
+            ms(times.admit),
+            ms(times.embed),
+            ms(times.retrieve),
+            ms(times.parts.index),
+            ms(times.parts.keyword),
+            ms(times.parts.unseal),
+            ms(times.reserve),
+            ms(self.provider),
+            ms(times.meter),
+            ms(self.total),
+            ms(server)
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("total"))
+    }
+}
+
+/// Hands the handler's stage times to the envelope middleware, which writes `server-timing`.
 pub fn set_server_timing(
     response: &mut axum::response::Response,
     times: StageTimes,
     provider: Duration,
     total: Duration,
 ) {
-    response
-        .headers_mut()
-        .insert("server-timing", server_timing(times, provider, total));
-}
-
-fn server_timing(times: StageTimes, provider: Duration, total: Duration) -> HeaderValue {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    // `index`, `keyword` and `unseal` are parts of `retrieve` (`keyword` runs beside `embed` + `index`).
-    HeaderValue::from_str(&format!(
-        "admit;dur={:.3}, embed;dur={:.3}, retrieve;dur={:.3}, index;dur={:.3}, keyword;dur={:.3}, unseal;dur={:.3}, reserve;dur={:.3}, provider;dur={:.3}, meter;dur={:.3}, total;dur={:.3}",
-        ms(times.admit),
-        ms(times.embed),
-        ms(times.retrieve),
-        ms(times.parts.index),
-        ms(times.parts.keyword),
-        ms(times.parts.unseal),
-        ms(times.reserve),
-        ms(provider),
-        ms(times.meter),
-        ms(total)
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("total"))
+    response.extensions_mut().insert(ServerTiming {
+        times,
+        provider,
+        total,
+    });
 }
 
 #[utoipa::path(
