@@ -5,7 +5,7 @@
 use crate::config::{GenerationSettings, Settings};
 use crate::error::ApiError;
 use crate::policy::{ProviderFacts, TenantPolicy};
-use crate::refresh::{Freshness, RefreshClaims};
+use crate::refresh::RefreshClaims;
 use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
@@ -200,22 +200,18 @@ impl Generator {
         let cached = self
             .lock_cache()
             .get(&tenant)
-            .map(|(at, cached)| (Freshness::of(at.elapsed(), POLICY_TTL), cached.clone()));
-        match cached {
-            Some((Freshness::Fresh, cached)) => Ok(cached),
-            Some((Freshness::RefreshDue, cached)) => {
-                let Some(_reloading) = self.refreshing.claim(tenant) else {
-                    // Another request is reloading it.
-                    return Ok(cached);
-                };
-                // Still within its lifetime: a failed early reload does not fail the request.
-                Ok(self.load_for_tenant(tenant).await.unwrap_or_else(|e| {
+            .map(|(at, cached)| (at.elapsed(), cached.clone()));
+        self.refreshing
+            .serve(
+                tenant,
+                cached,
+                POLICY_TTL,
+                || self.load_for_tenant(tenant),
+                |e: &ApiError| {
                     tracing::warn!(tenant = %tenant, code = e.body.code, "could not reload the tenant's policy; using the cached one");
-                    cached
-                }))
-            }
-            Some((Freshness::Expired, _)) | None => self.load_for_tenant(tenant).await,
-        }
+                },
+            )
+            .await
     }
 
     async fn load_for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// What a cached entry of age `age` is good for, under a lifetime of `ttl`.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Freshness {
+enum Freshness {
     /// Use it.
     Fresh,
     /// Use it, and reload it if no other request is doing so.
@@ -21,7 +21,7 @@ pub enum Freshness {
 
 impl Freshness {
     /// Reloading starts in the last fifth of the lifetime.
-    pub fn of(age: Duration, ttl: Duration) -> Freshness {
+    fn of(age: Duration, ttl: Duration) -> Freshness {
         if age >= ttl {
             Freshness::Expired
         } else if age >= ttl - ttl / 5 {
@@ -43,6 +43,38 @@ pub struct RefreshClaim<'a> {
 }
 
 impl RefreshClaims {
+    /// `tenant`'s entry, given the cached one (`(age, entry)`, if any) and its lifetime: a fresh entry as it
+    /// is; one due for refresh as it is, after this request reloaded it (`load`) unless another request is
+    /// doing so, and as it was when that reload fails (`reload_failed` hears why); an expired or missing one
+    /// from `load`, whose error is the caller's.
+    pub async fn serve<T, E, Load>(
+        &self,
+        tenant: TenantId,
+        cached: Option<(Duration, T)>,
+        ttl: Duration,
+        load: impl FnOnce() -> Load,
+        reload_failed: impl FnOnce(&E),
+    ) -> Result<T, E>
+    where
+        Load: std::future::Future<Output = Result<T, E>>,
+    {
+        match cached.map(|(age, entry)| (Freshness::of(age, ttl), entry)) {
+            Some((Freshness::Fresh, entry)) => Ok(entry),
+            Some((Freshness::RefreshDue, entry)) => {
+                let Some(_reloading) = self.claim(tenant) else {
+                    // Another request is reloading it.
+                    return Ok(entry);
+                };
+                // Still within its lifetime: a failed early reload does not fail the request.
+                Ok(load().await.unwrap_or_else(|e| {
+                    reload_failed(&e);
+                    entry
+                }))
+            }
+            Some((Freshness::Expired, _)) | None => load().await,
+        }
+    }
+
     /// The claim to reload `tenant`'s entry, unless another request holds it.
     pub fn claim(&self, tenant: TenantId) -> Option<RefreshClaim<'_>> {
         // Not `then_some`: it would build (and drop, releasing another request's claim) a claim on refusal.

@@ -5,7 +5,7 @@
 //! another replica takes effect here within `CACHE_TTL`, one made here at once.
 
 use crate::error::ApiError;
-use crate::refresh::{Freshness, RefreshClaims};
+use crate::refresh::RefreshClaims;
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
 use ragvault_store::{AuditEntry, Store, StoreError};
@@ -38,20 +38,19 @@ impl Suspensions {
         let cached = self
             .lock()
             .get(&tenant)
-            .map(|(at, set)| (Freshness::of(at.elapsed(), CACHE_TTL), set.clone()));
-        let active = match cached {
-            Some((Freshness::Fresh, set)) => set,
-            Some((Freshness::RefreshDue, set)) => match self.refreshing.claim(tenant) {
-                // Another request is reloading it.
-                None => set,
-                // Still within its lifetime: a failed early reload does not fail the request.
-                Some(_reloading) => self.load(tenant).await.unwrap_or_else(|e| {
+            .map(|(at, set)| (at.elapsed(), set.clone()));
+        let active = self
+            .refreshing
+            .serve(
+                tenant,
+                cached,
+                CACHE_TTL,
+                || self.load(tenant),
+                |e: &StoreError| {
                     tracing::warn!(tenant = %tenant, error = %e, "could not reload suspensions; using the cached ones");
-                    set
-                }),
-            },
-            Some((Freshness::Expired, _)) | None => self.load(tenant).await?,
-        };
+                },
+            )
+            .await?;
         Ok(active.contains(scope))
     }
 
