@@ -183,7 +183,9 @@ fn main() -> Result<()> {
         Command::Serve => settings.tracing.clone(),
         _ => Default::default(),
     };
-    let _trace_export = ragvault_server::telemetry::init(&settings.log, &tracing, std::io::stderr)
+    // Declared before the runtime, so dropped after it: lines logged while shutting down are written out.
+    let (log_writer, _log_thread) = ragvault_server::telemetry::off_thread(std::io::stderr());
+    let _trace_export = ragvault_server::telemetry::init(&settings.log, &tracing, log_writer)
         .context("starting trace export")?;
     ragvault_server::telemetry::install_panic_hook();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -72,6 +72,10 @@ fn http(port: u16, method: &str, path: &str, key: Option<&str>, body: Option<&st
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
+    // A server that stops answering fails the test rather than hanging it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let auth = key
         .map(|k| format!("authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
@@ -577,7 +581,7 @@ async fn sighup_reloads_policy_files() {
         .clone();
     let policy_file = policies.path().join(format!("{slug}.toml"));
     std::fs::write(&policy_file, "budget_micro_usd = 1000\n").unwrap();
-    // Logs go to a file: an undrained pipe would block the server once full.
+    // Logs go to a file, read at the end.
     let log_path = data.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let port = free_port();
@@ -619,6 +623,47 @@ async fn sighup_reloads_policy_files() {
     let _ = server.wait();
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(logs.contains("policy files not reloaded"), "{logs}");
+}
+
+/// Log lines are written by a thread of their own: with stderr a pipe nobody reads (a log shipper that stopped),
+/// the service keeps answering long after the pipe is full, reports dropped lines in `/metrics`, and still
+/// stops on SIGTERM.
+#[tokio::test]
+async fn a_service_whose_logs_nobody_reads_keeps_answering() {
+    let db = TestDatabase::create().await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = ragvault(&db, data.path())
+        .env("RAGVAULT__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and never read: once its 64 KiB are full, a write to it blocks.
+    let _unread_logs = server.stderr.take().unwrap();
+    wait_until_serving(port, &mut server);
+    // Each request logs at least its access line (at debug level, more): hundreds of KiB in all.
+    for n in 0..2000 {
+        let response = http(port, "GET", "/healthz", None, None);
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "request {n} got {response:?}"
+        );
+    }
+    let metrics = http(port, "GET", "/metrics", None, None);
+    let dropped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ragvault_log_lines_dropped_total "))
+        .unwrap_or_else(|| panic!("no dropped-lines counter in {metrics}"));
+    assert!(dropped.parse::<u64>().is_ok(), "{dropped}");
+    let stopping = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(stopping.elapsed() < Duration::from_secs(15));
 }
 
 /// `ragvault scan`: names file, line and kind of each credential (never the value), fails unless every finding

@@ -4,10 +4,51 @@
 
 use crate::config::{LogFormat, LogSettings, TracingSettings};
 use ragvault_telemetry::{TelemetryError, TraceExport};
+use std::sync::OnceLock;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+/// How many log lines may wait for the log thread; past it new lines are dropped (and counted) rather than
+/// making a request wait for its log line.
+const LOG_LINES_WAITING: usize = 64 * 1024;
+
+/// Lines dropped because the log thread could not keep up (`ragvault_log_lines_dropped_total`).
+static LOG_LINES_DROPPED: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Keeps the log thread running; dropping it writes out the lines still waiting (for at most a second,
+/// so a reader that stopped reading cannot hold up the exit).
+pub struct LogThread {
+    _flush_on_drop: tracing_appender::non_blocking::WorkerGuard,
+}
+
+/// A log writer whose lines go to `output` from a thread of its own. Every request writes an access line: a
+/// slow reader of the service's stderr (a log shipper falling behind, a pipe nobody drains) would otherwise
+/// stall the worker thread that wrote it, and with it every request on that thread.
+pub fn off_thread<W: std::io::Write + Send + 'static>(
+    output: W,
+) -> (tracing_appender::non_blocking::NonBlocking, LogThread) {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_LINES_WAITING)
+        .lossy(true)
+        .thread_name("ragvault-log")
+        .finish(output);
+    let _ = LOG_LINES_DROPPED.set(writer.error_counter());
+    (
+        writer,
+        LogThread {
+            _flush_on_drop: guard,
+        },
+    )
+}
+
+/// Log lines dropped so far because too many were waiting for the log thread.
+pub fn log_lines_dropped() -> u64 {
+    LOG_LINES_DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
 
 /// Installs the global subscriber, writing logs to `writer` and exporting spans when configured. Keep the
 /// returned exporter alive for the life of the process: dropping it flushes and stops export. `RUST_LOG`, when

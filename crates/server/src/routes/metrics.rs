@@ -31,6 +31,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     render_ingest(&state, &mut out);
     render_credentials(&state, &mut out);
     render_governance(&state, &mut out);
+    family(
+        &mut out,
+        "ragvault_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because too many were waiting for the log thread (stderr read too slowly).",
+    );
+    let _ = writeln!(
+        out,
+        "ragvault_log_lines_dropped_total {}",
+        crate::telemetry::log_lines_dropped()
+    );
     (
         [(
             header::CONTENT_TYPE,
