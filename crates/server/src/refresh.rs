@@ -121,4 +121,44 @@ mod tests {
         drop(first);
         assert!(claims.claim(tenant).is_some());
     }
+
+    #[tokio::test]
+    async fn serve_reloads_only_what_is_due_and_keeps_an_entry_a_reload_failed_on() {
+        let claims = RefreshClaims::default();
+        let tenant = TenantId::new();
+        let ttl = Duration::from_secs(5);
+        let (fresh, due, expired) = (
+            Duration::from_secs(1),
+            Duration::from_millis(4_500),
+            Duration::from_secs(6),
+        );
+        let serve = |cached: Option<(Duration, &'static str)>,
+                     reload: Result<&'static str, &'static str>| {
+            let failures = std::cell::Cell::new(0);
+            let claims = &claims;
+            async move {
+                let served = claims
+                    .serve(
+                        tenant,
+                        cached,
+                        ttl,
+                        || async { reload },
+                        |_| failures.set(failures.get() + 1),
+                    )
+                    .await;
+                (served, failures.get())
+            }
+        };
+        assert_eq!(serve(Some((fresh, "old")), Ok("new")).await, (Ok("old"), 0));
+        assert_eq!(serve(Some((due, "old")), Ok("new")).await, (Ok("new"), 0));
+        assert_eq!(serve(Some((due, "old")), Err("down")).await, (Ok("old"), 1));
+        assert_eq!(
+            serve(Some((expired, "old")), Err("down")).await,
+            (Err("down"), 0)
+        );
+        assert_eq!(serve(None, Ok("new")).await, (Ok("new"), 0));
+        // While another request holds the claim, a due entry is served as it is.
+        let _elsewhere = claims.claim(tenant).expect("claim");
+        assert_eq!(serve(Some((due, "old")), Ok("new")).await, (Ok("old"), 0));
+    }
 }
