@@ -196,7 +196,10 @@ impl Generator {
     }
 
     /// The tenant's chain and PII rules: its policy's `failover_chain` / `pii_categories`, else the defaults.
-    pub async fn for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {
+    pub async fn for_tenant(
+        self: &Arc<Self>,
+        tenant: TenantId,
+    ) -> Result<Arc<TenantGeneration>, ApiError> {
         let cached = self
             .lock_cache()
             .get(&tenant)
@@ -206,8 +209,11 @@ impl Generator {
                 tenant,
                 cached,
                 POLICY_TTL,
-                || self.load_for_tenant(tenant),
-                |e: &ApiError| {
+                || {
+                    let generator = self.clone();
+                    async move { generator.load_for_tenant(tenant).await }
+                },
+                move |e: &ApiError| {
                     tracing::warn!(tenant = %tenant, code = e.body.code, "could not reload the tenant's policy; using the cached one");
                 },
             )
@@ -458,7 +464,7 @@ pub fn embedding_for(
 }
 
 pub async fn ground(
-    generator: &Generator,
+    generator: &Arc<Generator>,
     retriever: &Retriever,
     tenant: TenantId,
     asked: Question<'_>,
@@ -535,7 +541,7 @@ pub async fn ground(
 
 /// The tenant's generation settings, refused when its policy allows none of its chain's providers.
 async fn chain_for(
-    generator: &Generator,
+    generator: &Arc<Generator>,
     tenant: TenantId,
 ) -> Result<Arc<TenantGeneration>, ApiError> {
     let generation = generator.for_tenant(tenant).await?;
@@ -566,7 +572,7 @@ fn pseudonymous_history(
 /// turns and question, pseudonymized under the tenant's PII policy, go to its failover chain with the same
 /// key lease, budget reservation, metering and audit as a grounded answer.
 pub async fn broker(
-    generator: &Generator,
+    generator: &Arc<Generator>,
     tenant: TenantId,
     asked: Question<'_>,
     system: &str,

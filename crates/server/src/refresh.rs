@@ -1,11 +1,11 @@
 //! Refresh-ahead for the per-tenant caches read on every request (policy, suspensions): in the last part of
-//! an entry's life, one request reloads it while the others go on using it, so a busy tenant never waits
-//! for Postgres on these reads and never sends a burst of identical queries when an entry runs out.
-//! Staleness stays bounded by the entry's lifetime, as before.
+//! an entry's life, one request starts a reload in the background and every request, that one included,
+//! goes on using the entry, so a busy tenant never waits for Postgres on these reads and never sends a burst
+//! of identical queries when an entry runs out. Staleness stays bounded by the entry's lifetime, as before.
 
 use ragvault_core::TenantId;
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What a cached entry of age `age` is good for, under a lifetime of `ttl`.
@@ -32,67 +32,72 @@ impl Freshness {
     }
 }
 
-/// Which tenants' entries some request is reloading now.
+/// Which tenants' entries are being reloaded now.
 #[derive(Default)]
-pub struct RefreshClaims(Mutex<HashSet<TenantId>>);
+pub struct RefreshClaims(Arc<Mutex<HashSet<TenantId>>>);
 
-/// Held by the one request reloading a tenant's entry; released when dropped, whatever the reload did.
-pub struct RefreshClaim<'a> {
-    claims: &'a RefreshClaims,
+/// Held by the one reload of a tenant's entry; released when dropped, whatever the reload did.
+pub struct RefreshClaim {
+    claims: Arc<Mutex<HashSet<TenantId>>>,
     tenant: TenantId,
 }
 
 impl RefreshClaims {
     /// `tenant`'s entry, given the cached one (`(age, entry)`, if any) and its lifetime: a fresh entry as it
-    /// is; one due for refresh as it is, after this request reloaded it (`load`) unless another request is
-    /// doing so, and as it was when that reload fails (`reload_failed` hears why); an expired or missing one
-    /// from `load`, whose error is the caller's.
+    /// is; one due for refresh as it is, with a reload (`load`) started in the background unless one is under
+    /// way (`reload_failed` hears why it failed; the entry stays until it expires); an expired or missing one
+    /// from `load`, awaited here, whose error is the caller's.
+    ///
+    /// The reload of a due entry does not run in the request: its Postgres round trips (a pool checkout, a
+    /// ping, the query) would land in that one request's latency, every few seconds per tenant and cache.
     pub async fn serve<T, E, Load>(
         &self,
         tenant: TenantId,
         cached: Option<(Duration, T)>,
         ttl: Duration,
         load: impl FnOnce() -> Load,
-        reload_failed: impl FnOnce(&E),
+        reload_failed: impl FnOnce(&E) + Send + 'static,
     ) -> Result<T, E>
     where
-        Load: std::future::Future<Output = Result<T, E>>,
+        Load: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
     {
         match cached.map(|(age, entry)| (Freshness::of(age, ttl), entry)) {
             Some((Freshness::Fresh, entry)) => Ok(entry),
             Some((Freshness::RefreshDue, entry)) => {
-                let Some(_reloading) = self.claim(tenant) else {
-                    // Another request is reloading it.
-                    return Ok(entry);
-                };
-                // Still within its lifetime: a failed early reload does not fail the request.
-                Ok(load().await.unwrap_or_else(|e| {
-                    reload_failed(&e);
-                    entry
-                }))
+                if let Some(reloading) = self.claim(tenant) {
+                    let reload = load();
+                    tokio::spawn(async move {
+                        if let Err(e) = reload.await {
+                            reload_failed(&e);
+                        }
+                        drop(reloading);
+                    });
+                }
+                Ok(entry)
             }
             Some((Freshness::Expired, _)) | None => load().await,
         }
     }
 
-    /// The claim to reload `tenant`'s entry, unless another request holds it.
-    pub fn claim(&self, tenant: TenantId) -> Option<RefreshClaim<'_>> {
-        // Not `then_some`: it would build (and drop, releasing another request's claim) a claim on refusal.
-        let claimed = self.lock().insert(tenant);
+    /// The claim to reload `tenant`'s entry, unless a reload holds it.
+    pub fn claim(&self, tenant: TenantId) -> Option<RefreshClaim> {
+        // Not `then_some`: it would build (and drop, releasing another reload's claim) a claim on refusal.
+        let claimed = lock(&self.0).insert(tenant);
         claimed.then(|| RefreshClaim {
-            claims: self,
+            claims: self.0.clone(),
             tenant,
         })
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<TenantId>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-impl Drop for RefreshClaim<'_> {
+fn lock(claims: &Mutex<HashSet<TenantId>>) -> std::sync::MutexGuard<'_, HashSet<TenantId>> {
+    claims.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drop for RefreshClaim {
     fn drop(&mut self) {
-        self.claims.lock().remove(&self.tenant);
+        lock(&self.claims).remove(&self.tenant);
     }
 }
 
@@ -123,7 +128,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serve_reloads_only_what_is_due_and_keeps_an_entry_a_reload_failed_on() {
+    async fn serve_reloads_what_is_due_in_the_background_and_keeps_an_entry_a_reload_failed_on() {
         let claims = RefreshClaims::default();
         let tenant = TenantId::new();
         let ttl = Duration::from_secs(5);
@@ -132,33 +137,71 @@ mod tests {
             Duration::from_millis(4_500),
             Duration::from_secs(6),
         );
+        let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // What `serve` returned, the loads and failed reloads seen once the background reload (if any) ended.
         let serve = |cached: Option<(Duration, &'static str)>,
                      reload: Result<&'static str, &'static str>| {
-            let failures = std::cell::Cell::new(0);
             let claims = &claims;
+            let (loads, failures) = (loads.clone(), failures.clone());
             async move {
+                let (counted, failed) = (loads.clone(), failures.clone());
                 let served = claims
                     .serve(
                         tenant,
                         cached,
                         ttl,
-                        || async { reload },
-                        |_| failures.set(failures.get() + 1),
+                        move || async move {
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            reload
+                        },
+                        move |_| {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        },
                     )
                     .await;
-                (served, failures.get())
+                // A background reload releases its claim when it ends.
+                while claims.claim(tenant).is_none() {
+                    tokio::task::yield_now().await;
+                }
+                let counts = (
+                    loads.swap(0, std::sync::atomic::Ordering::SeqCst),
+                    failures.swap(0, std::sync::atomic::Ordering::SeqCst),
+                );
+                (served, counts)
             }
         };
-        assert_eq!(serve(Some((fresh, "old")), Ok("new")).await, (Ok("old"), 0));
-        assert_eq!(serve(Some((due, "old")), Ok("new")).await, (Ok("new"), 0));
-        assert_eq!(serve(Some((due, "old")), Err("down")).await, (Ok("old"), 1));
+        assert_eq!(
+            serve(Some((fresh, "old")), Ok("new")).await,
+            (Ok("old"), (0, 0))
+        );
+        // Due: the request is served the cached entry at once; the reload runs beside it.
+        assert_eq!(
+            serve(Some((due, "old")), Ok("new")).await,
+            (Ok("old"), (1, 0))
+        );
+        assert_eq!(
+            serve(Some((due, "old")), Err("down")).await,
+            (Ok("old"), (1, 1))
+        );
         assert_eq!(
             serve(Some((expired, "old")), Err("down")).await,
-            (Err("down"), 0)
+            (Err("down"), (1, 0))
         );
-        assert_eq!(serve(None, Ok("new")).await, (Ok("new"), 0));
-        // While another request holds the claim, a due entry is served as it is.
-        let _elsewhere = claims.claim(tenant).expect("claim");
-        assert_eq!(serve(Some((due, "old")), Ok("new")).await, (Ok("old"), 0));
+        assert_eq!(serve(None, Ok("new")).await, (Ok("new"), (1, 0)));
+        // While a reload holds the claim, a due entry is served as it is and no second reload starts.
+        let elsewhere = claims.claim(tenant).expect("claim");
+        let served = claims
+            .serve(
+                tenant,
+                Some((due, "old")),
+                ttl,
+                || async { Ok::<_, &str>("new") },
+                |_| {},
+            )
+            .await;
+        assert_eq!(served, Ok("old"));
+        assert!(claims.claim(tenant).is_none(), "the claim is still held");
+        drop(elsewhere);
     }
 }

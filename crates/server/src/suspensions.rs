@@ -34,7 +34,11 @@ impl Suspensions {
     }
 
     /// Whether `scope` (`api_key:<id>`, `subject:<subject>`, `widget:<token id>`) is suspended in `tenant`.
-    pub async fn is_suspended(&self, tenant: TenantId, scope: &str) -> Result<bool, StoreError> {
+    pub async fn is_suspended(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        scope: &str,
+    ) -> Result<bool, StoreError> {
         let cached = self
             .lock()
             .get(&tenant)
@@ -45,8 +49,11 @@ impl Suspensions {
                 tenant,
                 cached,
                 CACHE_TTL,
-                || self.load(tenant),
-                |e: &StoreError| {
+                || {
+                    let suspensions = self.clone();
+                    async move { suspensions.load(tenant).await }
+                },
+                move |e: &StoreError| {
                     tracing::warn!(tenant = %tenant, error = %e, "could not reload suspensions; using the cached ones");
                 },
             )
