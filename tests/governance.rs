@@ -606,6 +606,66 @@ async fn a_crashed_process_journal_is_replayed_exactly_once() {
     assert_eq!(replayed().await, (expected.clone(), expected));
 }
 
+/// The metering writer is never woken by an append (it looks for entries on a clock), yet what is journaled
+/// reaches Postgres without anyone asking, and a flush gets it committed at once rather than at the next look.
+#[tokio::test]
+async fn journaled_usage_is_committed_on_the_writers_clock_and_at_once_on_flush() {
+    use ragvault_gateway::{BudgetGuard, Metering, WriterPace};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("pace")).await;
+    let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+    let budgets = Arc::new(BudgetGuard::new(app.store.clone(), 1_000));
+    let usage = |request: &str| ragvault_store::NewUsageEvent {
+        at: time::OffsetDateTime::now_utc(),
+        tenant_id,
+        principal: "api_key:pace".into(),
+        request_id: Some(request.to_owned()),
+        kind: "generation",
+        provider: "openai".into(),
+        model: "m".into(),
+        key_version: None,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_micro_usd: 1,
+        latency_ms: 1,
+        bytes_sent: 0,
+        bytes_received: 0,
+        outcome: "ok",
+    };
+    let committed = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT request_id FROM usage_events WHERE principal = 'api_key:pace' ORDER BY request_id",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+    };
+    // The default pace: committed within a few looks, with no flush.
+    let journal = tempfile::tempdir().unwrap();
+    let metering = Metering::start(app.store.clone(), budgets.clone(), journal.path()).unwrap();
+    metering.record(vec![usage("pace-1")], Vec::new()).unwrap();
+    let started = std::time::Instant::now();
+    while committed().await.is_empty() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(committed().await, ["pace-1"]);
+    // A writer whose next look is an hour away: only the flush's nudge can get the entry committed in time.
+    let journal = tempfile::tempdir().unwrap();
+    let slow = WriterPace {
+        linger: Duration::from_secs(3_600),
+        idle_look: Duration::from_secs(3_600),
+    };
+    let metering = Metering::start_paced(app.store.clone(), budgets, journal.path(), slow).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    metering.record(vec![usage("pace-2")], Vec::new()).unwrap();
+    assert!(
+        metering.flush(Duration::from_secs(10)).await,
+        "the flush was not answered"
+    );
+    assert_eq!(committed().await, ["pace-1", "pace-2"]);
+}
+
 #[tokio::test]
 async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
     use ragvault_gateway::{BudgetGuard, TenantBudget};

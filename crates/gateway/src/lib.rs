@@ -24,7 +24,7 @@ pub use budget::{
 };
 pub use error::GatewayError;
 pub use limits::{RateLimiter, RateLimits};
-pub use metering::{Metering, UsageMetrics};
+pub use metering::{Metering, UsageMetrics, WriterPace};
 pub use pricing::{ModelPrice, PriceTable};
 pub use ragvault_core::Principal;
 pub use widget::{

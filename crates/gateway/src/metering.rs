@@ -15,7 +15,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Entries gathered into one transaction at most.
 const MAX_BATCH: usize = 512;
@@ -25,8 +26,24 @@ const QUEUE: usize = 32_768;
 /// Waits between attempts to commit while Postgres is away: doubling from the first to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
-/// How long the writer waits for more entries after the first of a batch.
-const LINGER: Duration = Duration::from_millis(10);
+/// When the writer looks for entries (it is never woken by an append: see `Writer::run`).
+#[derive(Clone, Copy, Debug)]
+pub struct WriterPace {
+    /// How often it looks while entries arrive: a batch gathers what was appended since the last look.
+    pub linger: Duration,
+    /// The longest wait between looks while nothing arrives (each empty look doubles the wait from
+    /// `linger`); a flush wakes it at once.
+    pub idle_look: Duration,
+}
+
+impl Default for WriterPace {
+    fn default() -> Self {
+        WriterPace {
+            linger: Duration::from_millis(10),
+            idle_look: Duration::from_millis(200),
+        }
+    }
+}
 /// The journal is synced to disk this often while entries arrive.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 
@@ -38,6 +55,8 @@ pub struct Metering {
     /// Tickets handed out to entries (in journal order) and the highest one committed.
     issued: Arc<AtomicU64>,
     committed: watch::Receiver<u64>,
+    /// Wakes the writer for a flush (appends never wake it: see `Writer::run`).
+    nudge: Arc<Notify>,
     metrics: Arc<UsageMetrics>,
 }
 
@@ -128,17 +147,30 @@ impl Metering {
         budgets: Arc<BudgetGuard>,
         journal_dir: &Path,
     ) -> Result<Metering, GatewayError> {
+        Metering::start_paced(store, budgets, journal_dir, WriterPace::default())
+    }
+
+    /// [`Metering::start`] with the writer looking for entries at `pace`.
+    pub fn start_paced(
+        store: Store,
+        budgets: Arc<BudgetGuard>,
+        journal_dir: &Path,
+        pace: WriterPace,
+    ) -> Result<Metering, GatewayError> {
         let (journal, earlier) = Journal::open(journal_dir)?;
         let journal = Arc::new(journal);
         let (queue, receiver) = mpsc::channel(QUEUE);
         let (committed_tx, committed) = watch::channel(0);
         let metrics = Arc::new(UsageMetrics::default());
+        let nudge = Arc::new(Notify::new());
         let writer = Writer {
             store,
             budgets,
             metrics: metrics.clone(),
             journal: journal.clone(),
             committed: committed_tx,
+            nudge: nudge.clone(),
+            pace,
         };
         tokio::spawn(writer.run(earlier, receiver));
         tokio::spawn(sync_journal(Arc::downgrade(&journal)));
@@ -147,6 +179,7 @@ impl Metering {
             journal,
             issued: Arc::new(AtomicU64::new(0)),
             committed,
+            nudge,
             metrics,
         })
     }
@@ -178,6 +211,10 @@ impl Metering {
     /// Waits (at most `patience`) until everything journaled before the call is committed; false on timeout.
     pub async fn flush(&self, patience: Duration) -> bool {
         let wanted = self.issued.load(Ordering::SeqCst);
+        if *self.committed.borrow() >= wanted {
+            return true;
+        }
+        self.nudge.notify_one();
         let mut committed = self.committed.clone();
         tokio::time::timeout(patience, committed.wait_for(|done| *done >= wanted))
             .await
@@ -191,6 +228,8 @@ struct Writer {
     metrics: Arc<UsageMetrics>,
     journal: Arc<Journal>,
     committed: watch::Sender<u64>,
+    nudge: Arc<Notify>,
+    pace: WriterPace,
 }
 
 impl Writer {
@@ -199,22 +238,33 @@ impl Writer {
             self.replay(segment).await;
         }
         let mut carried: Option<Queued> = None;
+        let mut idle_wait = self.pace.linger;
+        let mut just_committed = false;
         loop {
+            // The writer looks for entries on a clock instead of awaiting the queue: an append that woke it
+            // would wake a parked worker thread from inside the request, before its response is written, and
+            // on a small machine the woken thread can take the request's CPU for a scheduler slice. Looks come
+            // every `linger` while entries arrive and back off to `idle_look` while none do; a flush wakes
+            // the writer at once.
             let first = match carried.take() {
                 Some(first) => first,
-                None => match receiver.recv().await {
-                    Some(first) => first,
-                    None => return,
+                None => match receiver.try_recv() {
+                    Ok(first) => first,
+                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Empty) => {
+                        self.wait_or_flush(idle_wait).await;
+                        idle_wait = (idle_wait * 2).min(self.pace.idle_look);
+                        just_committed = false;
+                        continue;
+                    }
                 },
             };
-            // Whatever queued up while the previous batch was committing, or arrives within `LINGER` of the
-            // first entry, goes into this one, up to the end of its segment (a mark covers one segment). The
-            // linger is for low and middling rates: without it every answer costs a Postgres transaction of
-            // its own (several round trips, each waking a worker beside the requests being served) and every
-            // append wakes the writer. While it sleeps, appends do not wake it; when a full batch is already
-            // waiting it does not sleep at all.
-            if receiver.len() + 1 < MAX_BATCH {
-                tokio::time::sleep(LINGER).await;
+            idle_wait = self.pace.linger;
+            // Entries found right after a commit have had no time to gather: without the linger every answer
+            // at a middling rate would cost a Postgres transaction of its own (several round trips, each
+            // waking a worker beside the requests being served). When a full batch is waiting, no linger.
+            if just_committed && receiver.len() + 1 < MAX_BATCH {
+                self.wait_or_flush(self.pace.linger).await;
             }
             let segment = first.segment.clone();
             let mut batch = vec![first];
@@ -232,10 +282,19 @@ impl Writer {
             let entries: Vec<Entry> = batch.into_iter().map(|q| q.entry).collect();
             self.commit(&segment, &entries).await;
             self.committed.send_replace(last_ticket);
+            just_committed = true;
             let last_seq = entries.last().map_or(0, |e| e.seq);
             if let Some(old) = self.journal.rotate_if_done(last_seq) {
                 self.remove_segment(&segment, &old).await;
             }
+        }
+    }
+
+    /// Sleeps for `wait`, or less when a flush asks for the queue to be committed.
+    async fn wait_or_flush(&self, wait: Duration) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = self.nudge.notified() => {}
         }
     }
 
