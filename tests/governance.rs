@@ -722,6 +722,62 @@ async fn replicas_sharing_a_ledger_never_lease_past_the_budget() {
     );
 }
 
+/// The periodic return hands back the slices of tenants idle since the last one; a busy tenant keeps its
+/// slice, so its next request does not wait for a lease (Postgres round trips) in the middle of its traffic.
+#[tokio::test]
+async fn periodic_returns_take_back_only_idle_tenants_slices() {
+    use ragvault_gateway::{BudgetGuard, TenantBudget};
+    use std::sync::Arc;
+    let app = spawn_app_with(&[]).await;
+    let month = ragvault_store::month_of(time::OffsetDateTime::now_utc());
+    let budget = Some(TenantBudget {
+        hard_micro_usd: 100_000,
+        soft_micro_usd: None,
+    });
+    let guard = Arc::new(BudgetGuard::new(app.store.clone(), 1_000));
+    let mut tenants = Vec::new();
+    for name in ["busy", "idle"] {
+        let tenant = app.create_tenant(&unique_slug(name)).await;
+        let tenant_id: ragvault_core::TenantId = tenant.id.parse().unwrap();
+        guard
+            .reserve(tenant_id, budget, 10)
+            .await
+            .unwrap()
+            .settle(10);
+        tenants.push(tenant_id);
+    }
+    let (busy, idle) = (tenants[0], tenants[1]);
+    let committed = |tenant| {
+        let store = app.store.clone();
+        async move {
+            store
+                .budget_month(tenant, month)
+                .await
+                .unwrap()
+                .committed_micro_usd
+        }
+    };
+    // Both reserved since the start: both keep their slices on the first pass.
+    guard.return_idle().await.unwrap();
+    assert_eq!(committed(busy).await, 1_000);
+    assert_eq!(committed(idle).await, 1_000);
+    // Only the busy one reserves again; the next pass takes back the idle one's 990 unspent.
+    guard.reserve(busy, budget, 10).await.unwrap().settle(10);
+    guard.return_idle().await.unwrap();
+    assert_eq!(
+        committed(busy).await,
+        1_000,
+        "a busy tenant's slice went back"
+    );
+    assert_eq!(committed(idle).await, 10);
+    // The busy tenant's slice, untouched by the pass, still serves it without a lease.
+    guard.reserve(busy, budget, 10).await.unwrap().settle(10);
+    assert_eq!(committed(busy).await, 1_000);
+    // At shutdown every slice goes back.
+    guard.return_unused().await.unwrap();
+    assert_eq!(committed(busy).await, 30);
+}
+
 /// A lease can grant the last few micro-USD of a budget, too few for any call: the tenant is still out of
 /// budget, and its requests are refused from memory (before retrieval or Postgres) rather than each leasing.
 #[tokio::test]

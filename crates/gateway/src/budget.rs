@@ -6,8 +6,9 @@
 //! and settles to the actual cost when the answer ends. `committed` never passes the limit, and every
 //! replica spends only what it leased, so all replicas together cannot spend past the limit. A slice that
 //! falls below half its size is topped up in the background (lease-ahead), so requests rarely wait for a
-//! lease. Unspent slices go back at shutdown; a crash loses at most the unspent slice (counted as committed
-//! until the month ends), never spend beyond the limit.
+//! lease. The slices of tenants that reserved nothing for a while go back periodically (a busy tenant keeps
+//! its own, so its requests do not wait for a fresh lease), and all of them at shutdown; a crash loses at
+//! most the unspent slice (counted as committed until the month ends), never spend beyond the limit.
 
 use crate::access::RequestContext;
 use crate::GatewayError;
@@ -42,6 +43,9 @@ struct Slice {
     /// The hard limit under which a lease last came back short (the month's budget is nearly all leased):
     /// no leasing ahead under it, or every request near the end would cost a database round trip.
     drained: Option<u64>,
+    /// A reservation was taken from the slice since the last periodic return: the tenant is busy here and
+    /// keeps its slice (see [`BudgetGuard::return_idle`]).
+    used: bool,
 }
 
 /// What a lease that came back short showed: the budget was spent up to a remainder too small for a call.
@@ -196,6 +200,7 @@ impl BudgetGuard {
         let wanted = to_i64(amount);
         if slice.available >= wanted {
             slice.available -= wanted;
+            slice.used = true;
             Ok(slice.available)
         } else {
             Err(u64::try_from(wanted - slice.available).unwrap_or(u64::MAX))
@@ -397,25 +402,47 @@ impl BudgetGuard {
         })
     }
 
-    /// Returns every unspent slice to Postgres (periodically, so other replicas can use it, and at shutdown).
+    /// Returns every unspent slice to Postgres (at shutdown).
     pub async fn return_unused(&self) -> Result<(), GatewayError> {
-        // No lease may land after the slices are emptied: it would sit unspent, counted as committed.
-        let locks: Vec<_> = self
-            .leasing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
+        let tenants: Vec<TenantId> = self.slices().keys().copied().collect();
+        self.return_slices(tenants).await
+    }
+
+    /// Returns the unspent slices of tenants that reserved nothing here since the last call, so other
+    /// replicas can lease that budget. A busy tenant keeps its slice: emptied every few seconds, it made the
+    /// next of its requests wait for a lease (several Postgres round trips) in the middle of its traffic.
+    /// What a busy replica holds is at most one slice (a twentieth of the budget at most), which it spends.
+    pub async fn return_idle(&self) -> Result<(), GatewayError> {
+        let idle: Vec<TenantId> = self
+            .slices()
+            .iter_mut()
+            .filter_map(|(tenant, slice)| {
+                let busy = std::mem::take(&mut slice.used);
+                (!busy).then_some(*tenant)
+            })
             .collect();
+        self.return_slices(idle).await
+    }
+
+    async fn return_slices(&self, tenants: Vec<TenantId>) -> Result<(), GatewayError> {
+        // No lease may land after a slice is emptied: it would sit unspent, counted as committed.
+        let locks: Vec<_> = {
+            let leasing = self.leasing.lock().unwrap_or_else(|p| p.into_inner());
+            tenants
+                .iter()
+                .filter_map(|tenant| leasing.get(tenant).cloned())
+                .collect()
+        };
         let mut _no_leases_meanwhile = Vec::with_capacity(locks.len());
         for lock in locks {
             _no_leases_meanwhile.push(lock.lock_owned().await);
         }
         let unused: Vec<(TenantId, Date, u64)> = {
             let mut slices = self.slices();
-            slices
-                .iter_mut()
-                .filter_map(|(tenant, slice)| {
+            tenants
+                .iter()
+                .filter_map(|tenant| {
+                    let slice = slices.get_mut(tenant)?;
                     let month = slice.month?;
                     let amount = u64::try_from(slice.available).ok().filter(|a| *a > 0)?;
                     slice.available = 0;
@@ -486,13 +513,13 @@ impl BudgetGuard {
         Ok(())
     }
 
-    /// Runs [`BudgetGuard::return_unused`] every `every` until the process ends.
+    /// Runs [`BudgetGuard::return_idle`] every `every` until the process ends.
     pub async fn run_returns(self: Arc<Self>, every: std::time::Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = self.return_unused().await {
+            if let Err(e) = self.return_idle().await {
                 tracing::warn!(error = %e, "could not return unused budget slices");
             }
         }

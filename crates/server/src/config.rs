@@ -75,7 +75,8 @@ pub struct BudgetSettings {
     /// Budget a replica leases from Postgres at once and spends in memory (capped at a twentieth of the
     /// tenant's budget). Larger: fewer database round trips; smaller: less held back from other replicas.
     pub slice_micro_usd: u64,
-    /// Unspent slices go back to Postgres this often (and at shutdown).
+    /// The unspent slices of tenants that reserved nothing since the last pass go back to Postgres this often
+    /// (all slices at shutdown).
     pub return_interval_secs: u64,
     /// Monthly budget of sandbox tenants whose policy sets none.
     pub sandbox_monthly_micro_usd: u64,
