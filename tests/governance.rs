@@ -606,6 +606,122 @@ async fn a_crashed_process_journal_is_replayed_exactly_once() {
     assert_eq!(replayed().await, (expected.clone(), expected));
 }
 
+/// A usage batch is written by one statement: its events, their daily rollups (one per tenant, UTC day,
+/// provider and model, errors counted apart), each tenant's month spend (returned, and never for a tenant
+/// deleted meanwhile), the journal mark (only ever moved forward) and its audit events chained in order.
+#[tokio::test]
+async fn a_usage_batch_writes_events_rollups_ledgers_mark_and_chained_audit_together() {
+    use ragvault_core::TenantId;
+    use ragvault_store::{AuditEntry, NewUsageEvent};
+    use time::macros::{date, datetime};
+    let app = spawn_app_with(&[]).await;
+    let tenant = app.create_tenant(&unique_slug("batch")).await;
+    let tenant_id = TenantId(tenant.id.parse().unwrap());
+    let deleted = TenantId(uuid::Uuid::new_v4());
+    let event = |tenant_id, at, model: &str, outcome, cost| NewUsageEvent {
+        at,
+        tenant_id,
+        principal: "api_key:batch".into(),
+        request_id: Some(format!("batch-{model}-{cost}")),
+        kind: "generation",
+        provider: "openai".into(),
+        model: model.into(),
+        key_version: Some(2),
+        input_tokens: 10,
+        output_tokens: 5,
+        cost_micro_usd: cost,
+        latency_ms: 7,
+        bytes_sent: 100,
+        bytes_received: 50,
+        outcome,
+    };
+    let events = [
+        event(tenant_id, datetime!(2026-11-30 23:59 UTC), "a", "ok", 3),
+        event(tenant_id, datetime!(2026-11-30 08:00 UTC), "a", "error", 4),
+        event(tenant_id, datetime!(2026-11-30 09:00 UTC), "b", "ok", 5),
+        event(tenant_id, datetime!(2026-12-01 00:00 UTC), "a", "ok", 6),
+        event(deleted, datetime!(2026-12-01 00:00 UTC), "a", "ok", 7),
+    ];
+    let segment = unique_slug("segment");
+    let audits: Vec<AuditEntry> = (1..=3)
+        .map(|n| {
+            AuditEntry::new("api_key:batch", "ask.retrieved")
+                .tenant(tenant_id)
+                .request_id(Some(format!("batch-audit-{n}")))
+        })
+        .collect();
+    let mut spent = app
+        .store
+        .record_journal_batch(&events, &audits, Some((&segment, 5)))
+        .await
+        .unwrap();
+    spent.sort();
+    assert_eq!(
+        spent,
+        vec![
+            (tenant_id, date!(2026 - 11 - 01), 12),
+            (tenant_id, date!(2026 - 12 - 01), 6)
+        ],
+        "one ledger row per tenant and month; none for the deleted tenant"
+    );
+    let daily: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT day::text, model, requests, errors, input_tokens, output_tokens, cost_micro_usd
+         FROM usage_daily WHERE tenant_id = $1 ORDER BY day, model",
+    )
+    .bind(tenant_id.0)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        daily,
+        vec![
+            ("2026-11-30".into(), "a".into(), 2, 1, 20, 10, 7),
+            ("2026-11-30".into(), "b".into(), 1, 0, 10, 5, 5),
+            ("2026-12-01".into(), "a".into(), 1, 0, 10, 5, 6),
+        ]
+    );
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM usage_events WHERE principal = 'api_key:batch'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, 5, "every event is kept, the deleted tenant's too");
+    // A second batch adds to the same rollup and ledger rows; an older mark does not move the mark back.
+    let spent = app
+        .store
+        .record_journal_batch(&events[..1], &[], Some((&segment, 3)))
+        .await
+        .unwrap();
+    assert_eq!(spent, vec![(tenant_id, date!(2026 - 11 - 01), 15)]);
+    assert_eq!(app.store.journal_mark(&segment).await.unwrap(), 5);
+    let ledger = app
+        .store
+        .budget_month(tenant_id, date!(2026 - 11 - 01))
+        .await
+        .unwrap();
+    assert_eq!(ledger.spent_micro_usd, 15);
+    // Without a mark nothing is written to the marks; an empty batch writes nothing at all.
+    assert!(app
+        .store
+        .record_journal_batch(&[], &[], None)
+        .await
+        .unwrap()
+        .is_empty());
+    let chained: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT request_id, seq FROM audit_log WHERE actor = 'api_key:batch' ORDER BY seq",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let order: Vec<&str> = chained.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(order, ["batch-audit-1", "batch-audit-2", "batch-audit-3"]);
+    assert!(
+        chained.windows(2).all(|w| w[1].1 == w[0].1 + 1),
+        "consecutive in the chain"
+    );
+    assert!(app.store.verify_audit_chain().await.unwrap().is_intact());
+}
+
 /// The metering writer is never woken by an append (it looks for entries on a clock), yet what is journaled
 /// reaches Postgres without anyone asking, and a flush gets it committed at once rather than at the next look.
 #[tokio::test]

@@ -80,38 +80,41 @@ pub(crate) async fn insert(conn: &mut PgConnection, entry: &AuditEntry) -> Resul
     Ok(())
 }
 
-/// Appends events in one statement, chained in the given order (the metering writer's batches).
-pub(crate) async fn insert_many(
-    conn: &mut PgConnection,
-    entries: &[AuditEntry],
-) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
+/// The statement that appends a batch of events from six arrays bound from `$first` on (see
+/// [`bind_many`]); also used as a data-modifying `WITH` part of the metering writer's one statement.
+pub(crate) fn insert_many_sql(first: usize) -> String {
+    let [tenant, actor, action, target, request_id, details] =
+        std::array::from_fn::<usize, 6, _>(|i| first + i);
+    // Rows are inserted, and so chained, in the order the SELECT yields them.
+    format!(
+        "INSERT INTO audit_log (tenant_id, actor, action, target, request_id, details)
+         SELECT tenant_id, actor, action, target, request_id, details
+         FROM UNNEST(${tenant}::uuid[], ${actor}::text[], ${action}::text[], ${target}::text[],
+             ${request_id}::text[], ${details}::jsonb[])
+             WITH ORDINALITY AS e(tenant_id, actor, action, target, request_id, details, n)
+         ORDER BY n"
+    )
+}
+
+/// Binds `entries` as the six arrays [`insert_many_sql`] reads, in its order.
+pub(crate) fn bind_many<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    entries: &'q [AuditEntry],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let tenant: Vec<Option<uuid::Uuid>> =
         entries.iter().map(|e| e.tenant_id.map(|t| t.0)).collect();
     let actor: Vec<&str> = entries.iter().map(|e| e.actor.as_str()).collect();
     let action: Vec<&str> = entries.iter().map(|e| e.action).collect();
     let target: Vec<Option<&str>> = entries.iter().map(|e| e.target.as_deref()).collect();
     let request_id: Vec<Option<&str>> = entries.iter().map(|e| e.request_id.as_deref()).collect();
-    let details: Vec<serde_json::Value> = entries.iter().map(|e| e.details.clone()).collect();
-    // Rows are inserted, and so chained, in the order the SELECT yields them.
-    sqlx::query(
-        "INSERT INTO audit_log (tenant_id, actor, action, target, request_id, details)
-         SELECT tenant_id, actor, action, target, request_id, details
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
-             WITH ORDINALITY AS e(tenant_id, actor, action, target, request_id, details, n)
-         ORDER BY n",
-    )
-    .bind(&tenant)
-    .bind(&actor)
-    .bind(&action)
-    .bind(&target)
-    .bind(&request_id)
-    .bind(&details)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let details: Vec<&serde_json::Value> = entries.iter().map(|e| &e.details).collect();
+    query
+        .bind(tenant)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(request_id)
+        .bind(details)
 }
 
 /// Events checked per query while verifying, so a long log never sits in memory.
