@@ -5,7 +5,7 @@
 //! stream's own error event.
 
 use crate::breaker::{Admission, CircuitBreaker};
-use crate::prompt::{build_prompt, plain_prompt, PromptBudget, SourceText};
+use crate::prompt::{build_prompt, plain_messages, PromptBudget, SourceText};
 use crate::{
     ChatMessage, ChatProvider, ChatRequest, DataControls, GenerationError, StreamItem, TokenUsage,
 };
@@ -92,22 +92,28 @@ impl ProviderChain {
         provider: &dyn ChatProvider,
         input: &AnswerInput,
     ) -> (ChatRequest, usize) {
-        let prompt = match &input.plain_system {
-            Some(system) => plain_prompt(system, &input.question, &input.history),
-            None => build_prompt(
-                &input.question,
-                &input.history,
-                &input.sources,
-                PromptBudget {
-                    context_tokens: provider.context_tokens(),
-                    max_output_tokens: input.max_output_tokens as usize,
-                },
+        let (system, messages, sources_used) = match &input.plain_system {
+            Some(system) => (
+                system.clone(),
+                plain_messages(&input.question, &input.history),
+                0,
             ),
+            None => {
+                let prompt = build_prompt(
+                    &input.question,
+                    &input.history,
+                    &input.sources,
+                    PromptBudget {
+                        context_tokens: provider.context_tokens(),
+                        max_output_tokens: input.max_output_tokens as usize,
+                    },
+                );
+                (prompt.system, prompt.messages, prompt.sources_used)
+            }
         };
-        let sources_used = prompt.sources_used;
         let request = ChatRequest {
-            system: prompt.system,
-            messages: prompt.messages,
+            system,
+            messages,
             max_output_tokens: input.max_output_tokens,
             temperature: input.temperature,
             question: input.question.clone(),

@@ -22,7 +22,7 @@ pub use chain::{Answer, AnswerInput, AnswerStream, ChainEvent, ChainLink, Provid
 pub use citations::{filter_markers, MarkerFilter};
 pub use local::ExtractiveAnswerer;
 pub use pii::{PiiCategory, PiiRules, Pseudonymizer, StreamRestorer};
-pub use prompt::{build_prompt, plain_prompt, Prompt, PromptBudget, SourceText};
+pub use prompt::{build_prompt, plain_messages, Prompt, PromptBudget, SourceText};
 pub use providers::{HttpProvider, ProviderApi, ProviderSettings, Timeouts};
 
 /// Compiles a pattern written in this crate's source. The unit tests exercise every one, so a typo fails

@@ -131,25 +131,17 @@ pub fn build_prompt(
     }
 }
 
-/// A plain brokered call's prompt: the client's system prompt, its earlier turns and its last user message,
-/// as they are (already pseudonymized by the caller). No sources, no grounding instructions, no delimiters.
-pub fn plain_prompt(system: &str, question: &str, history: &[ChatMessage]) -> Prompt {
-    let mut messages: Vec<ChatMessage> = history.to_vec();
+/// A plain brokered call's messages: the client's earlier turns and its last user message, as they are
+/// (already pseudonymized by the caller). No sources, no grounding instructions, no delimiters, and no token
+/// count: nothing is fitted to a context here, and the budget check has counted the input once already.
+pub fn plain_messages(question: &str, history: &[ChatMessage]) -> Vec<ChatMessage> {
+    let mut messages = Vec::with_capacity(history.len() + 1);
+    messages.extend_from_slice(history);
     messages.push(ChatMessage {
         role: Role::User,
         content: question.to_owned(),
     });
-    let input_tokens = count_tokens(system)
-        + messages
-            .iter()
-            .map(|m| count_tokens(&m.content) + 4)
-            .sum::<usize>();
-    Prompt {
-        system: system.to_owned(),
-        messages,
-        sources_used: 0,
-        input_tokens,
-    }
+    messages
 }
 
 /// A document cannot know the tag, but it could still contain one by chance (or by reading an earlier
