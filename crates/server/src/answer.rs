@@ -463,8 +463,10 @@ pub fn embedding_for(
     }
 }
 
+/// Retrieves and pseudonymizes for `asked` under `generation`, the tenant's settings as [`admit`] found
+/// them (the same snapshot admits, grounds and calls).
 pub async fn ground(
-    generator: &Arc<Generator>,
+    generation: Arc<TenantGeneration>,
     retriever: &Retriever,
     tenant: TenantId,
     asked: Question<'_>,
@@ -479,7 +481,7 @@ pub async fn ground(
         who,
         record_prompt,
     } = asked;
-    let generation = chain_for(generator, tenant).await?;
+    let generation = with_providers(generation)?;
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
     let pseudonymous_question = pseudonymizer.pseudonymize(question);
     if record_prompt {
@@ -540,11 +542,7 @@ pub async fn ground(
 }
 
 /// The tenant's generation settings, refused when its policy allows none of its chain's providers.
-async fn chain_for(
-    generator: &Arc<Generator>,
-    tenant: TenantId,
-) -> Result<Arc<TenantGeneration>, ApiError> {
-    let generation = generator.for_tenant(tenant).await?;
+fn with_providers(generation: Arc<TenantGeneration>) -> Result<Arc<TenantGeneration>, ApiError> {
     if generation.chain.providers().next().is_none() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -571,13 +569,12 @@ fn pseudonymous_history(
 /// A plain brokered call (policy `chat_mode = "plain"`): no retrieval; the client's system prompt, earlier
 /// turns and question, pseudonymized under the tenant's PII policy, go to its failover chain with the same
 /// key lease, budget reservation, metering and audit as a grounded answer.
-pub async fn broker(
-    generator: &Arc<Generator>,
-    tenant: TenantId,
+pub fn broker(
+    generation: Arc<TenantGeneration>,
     asked: Question<'_>,
     system: &str,
 ) -> Result<Grounding, ApiError> {
-    let generation = chain_for(generator, tenant).await?;
+    let generation = with_providers(generation)?;
     let mut pseudonymizer = Pseudonymizer::new(generation.pii.clone());
     let question = pseudonymizer.pseudonymize(asked.text);
     let system = pseudonymizer.pseudonymize(system);

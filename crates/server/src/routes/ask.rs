@@ -162,7 +162,7 @@ pub async fn ask(
     let top_k = checked_top_k(&state, &generation.policy, request.top_k)?;
     let max_tokens = checked_max_tokens(&state, request.max_tokens)?;
     let grounding = answer::ground(
-        &state.generator,
+        generation,
         &state.retriever,
         tenant,
         answer::Question {

@@ -189,9 +189,9 @@ pub async fn chat_completions(
             .filter(|m| m.role == "system" || m.role == "developer")
             .map(|m| m.content.text())
             .collect();
-        answer::broker(&state.generator, tenant, asked, &system.join("\n\n")).await?
+        answer::broker(generation, asked, &system.join("\n\n"))?
     } else {
-        answer::ground(&state.generator, &state.retriever, tenant, asked).await?
+        answer::ground(generation, &state.retriever, tenant, asked).await?
     };
     let id = format!("chatcmpl-{}", caller.request_id);
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
