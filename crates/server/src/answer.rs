@@ -5,7 +5,7 @@
 use crate::config::{GenerationSettings, Settings};
 use crate::error::ApiError;
 use crate::policy::{ProviderFacts, TenantPolicy};
-use crate::refresh::RefreshClaims;
+use crate::refresh::{RefreshClaims, TenantCache};
 use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
@@ -19,8 +19,8 @@ use ragvault_generation::{
 use ragvault_store::Store;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The answer when retrieval finds nothing: no provider is called.
 pub const NO_SOURCES_ANSWER: &str =
@@ -53,7 +53,7 @@ pub struct Generator {
     settings: GenerationSettings,
     custom_pii: Vec<(String, String)>,
     store: Store,
-    cache: Mutex<HashMap<TenantId, (Instant, Arc<TenantGeneration>)>>,
+    cache: TenantCache<Arc<TenantGeneration>>,
     refreshing: RefreshClaims,
     prices: ragvault_gateway::PriceTable,
     /// Monthly budget of sandbox tenants whose policy sets none.
@@ -135,7 +135,7 @@ impl Generator {
             settings: generation.clone(),
             custom_pii,
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: TenantCache::default(),
             refreshing: RefreshClaims::default(),
             prices: settings.price_table().map_err(GenerationError::Config)?,
         };
@@ -200,10 +200,7 @@ impl Generator {
         self: &Arc<Self>,
         tenant: TenantId,
     ) -> Result<Arc<TenantGeneration>, ApiError> {
-        let cached = self
-            .lock_cache()
-            .get(&tenant)
-            .map(|(at, cached)| (at.elapsed(), cached.clone()));
+        let cached = self.cache.get(tenant);
         self.refreshing
             .serve(
                 tenant,
@@ -221,6 +218,7 @@ impl Generator {
     }
 
     async fn load_for_tenant(&self, tenant: TenantId) -> Result<Arc<TenantGeneration>, ApiError> {
+        let ticket = self.cache.ticket();
         let record = self.store.get_tenant(tenant).await?;
         let policy = TenantPolicy::from_stored(&record.policy)?;
         let budget = tenant_budget(&policy, record.environment, self.sandbox_budget);
@@ -273,8 +271,7 @@ impl Generator {
                 policy,
             })
         };
-        self.lock_cache()
-            .insert(tenant, (Instant::now(), resolved.clone()));
+        self.cache.put(ticket, tenant, resolved.clone());
         Ok(resolved)
     }
 
@@ -299,13 +296,7 @@ impl Generator {
 
     /// Forgets a cached policy (after the policy changed).
     pub fn forget(&self, tenant: TenantId) {
-        self.lock_cache().remove(&tenant);
-    }
-
-    fn lock_cache(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Arc<TenantGeneration>)>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+        self.cache.forget(tenant);
     }
 
     /// Breaker state per provider, for the admin API and metrics.

@@ -4,9 +4,75 @@
 //! of identical queries when an entry runs out. Staleness stays bounded by the entry's lifetime, as before.
 
 use ragvault_core::TenantId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A per-tenant cache (entries with the time they were loaded) whose `forget` also voids loads under way: a
+/// load that read Postgres before a change and lands after the change's `forget` would otherwise put the old
+/// value back for a whole lifetime (a suspension made here not applied here for up to its TTL).
+pub struct TenantCache<T> {
+    /// One lock over both, so a forget and a `put` are ordered.
+    entries: Mutex<Entries<T>>,
+}
+
+struct Entries<T> {
+    /// The number of `forget`s so far.
+    forgets: u64,
+    loaded: HashMap<TenantId, (Instant, T)>,
+}
+
+/// Taken before a load reads; its result is kept only if nothing was forgotten since.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadTicket(u64);
+
+impl<T: Clone> Default for TenantCache<T> {
+    fn default() -> Self {
+        TenantCache {
+            entries: Mutex::new(Entries {
+                forgets: 0,
+                loaded: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl<T: Clone> TenantCache<T> {
+    /// The tenant's entry with its age.
+    pub fn get(&self, tenant: TenantId) -> Option<(Duration, T)> {
+        self.lock()
+            .loaded
+            .get(&tenant)
+            .map(|(at, value)| (at.elapsed(), value.clone()))
+    }
+
+    /// Take before reading what [`TenantCache::put`] will store.
+    pub fn ticket(&self) -> LoadTicket {
+        LoadTicket(self.lock().forgets)
+    }
+
+    /// Stores `value` as loaded now, unless an entry (any tenant's: forgets are rare) was forgotten since
+    /// `ticket` was taken; whether it was stored.
+    pub fn put(&self, ticket: LoadTicket, tenant: TenantId, value: T) -> bool {
+        let mut entries = self.lock();
+        if entries.forgets != ticket.0 {
+            return false;
+        }
+        entries.loaded.insert(tenant, (Instant::now(), value));
+        true
+    }
+
+    /// Drops the tenant's entry (after a change) and voids every load under way.
+    pub fn forget(&self, tenant: TenantId) {
+        let mut entries = self.lock();
+        entries.forgets += 1;
+        entries.loaded.remove(&tenant);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// What a cached entry of age `age` is good for, under a lifetime of `ttl`.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,6 +180,20 @@ mod tests {
             Freshness::RefreshDue
         );
         assert_eq!(Freshness::of(ttl, ttl), Freshness::Expired);
+    }
+
+    #[test]
+    fn a_load_that_read_before_a_forget_does_not_put_back_what_was_forgotten() {
+        let cache = TenantCache::default();
+        let tenant = TenantId::new();
+        assert!(cache.put(cache.ticket(), tenant, "before the change"));
+        // A reload reads Postgres, then the change commits and forgets the entry, then the reload lands.
+        let reload = cache.ticket();
+        cache.forget(tenant);
+        assert!(!cache.put(reload, tenant, "read before the change"));
+        assert!(cache.get(tenant).is_none(), "the next request loads anew");
+        assert!(cache.put(cache.ticket(), tenant, "after the change"));
+        assert_eq!(cache.get(tenant).map(|(_, v)| v), Some("after the change"));
     }
 
     #[test]

@@ -5,22 +5,20 @@
 //! another replica takes effect here within `CACHE_TTL`, one made here at once.
 
 use crate::error::ApiError;
-use crate::refresh::RefreshClaims;
+use crate::refresh::{RefreshClaims, TenantCache};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
 use ragvault_store::{AuditEntry, Store, StoreError};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
-type Cached = (Instant, Arc<HashSet<String>>);
-
 pub struct Suspensions {
     store: Store,
-    cache: Mutex<HashMap<TenantId, Cached>>,
+    cache: TenantCache<Arc<HashSet<String>>>,
     refreshing: RefreshClaims,
 }
 
@@ -28,7 +26,7 @@ impl Suspensions {
     pub fn new(store: Store) -> Suspensions {
         Suspensions {
             store,
-            cache: Mutex::default(),
+            cache: TenantCache::default(),
             refreshing: RefreshClaims::default(),
         }
     }
@@ -39,10 +37,7 @@ impl Suspensions {
         tenant: TenantId,
         scope: &str,
     ) -> Result<bool, StoreError> {
-        let cached = self
-            .lock()
-            .get(&tenant)
-            .map(|(at, set)| (at.elapsed(), set.clone()));
+        let cached = self.cache.get(tenant);
         let active = self
             .refreshing
             .serve(
@@ -62,6 +57,7 @@ impl Suspensions {
     }
 
     async fn load(&self, tenant: TenantId) -> Result<Arc<HashSet<String>>, StoreError> {
+        let ticket = self.cache.ticket();
         let set: Arc<HashSet<String>> = Arc::new(
             self.store
                 .active_suspensions(tenant)
@@ -69,7 +65,7 @@ impl Suspensions {
                 .into_iter()
                 .collect(),
         );
-        self.lock().insert(tenant, (Instant::now(), set.clone()));
+        self.cache.put(ticket, tenant, set.clone());
         Ok(set)
     }
 
@@ -106,11 +102,7 @@ impl Suspensions {
     }
 
     fn forget(&self, tenant: TenantId) {
-        self.lock().remove(&tenant);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Cached>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.cache.forget(tenant);
     }
 }
 
