@@ -276,14 +276,20 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
     let stack = Stack::start(&options.binary, &options.stack_options()).await;
     let tenant = stack.tenant("rotation", None, true).await;
     let duration = options.secs(130, 45);
-    let rotations = Arc::new(Mutex::new(0u32));
+    // Rotations made so far and when the last one was; the rotator stops between rotations when told, so
+    // the count is exact (an abort could land between the write to OpenBao and the count).
+    let rotations = Arc::new(Mutex::new((0u32, None::<Instant>)));
+    let stop = Arc::new(tokio::sync::Notify::new());
     let rotator = {
         let (fake, vault) = (stack.fake.clone(), stack.bao.root());
-        let rotations = rotations.clone();
+        let (rotations, stop) = (rotations.clone(), stop.clone());
         let mut current = stack.provider_key.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(20)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+                    _ = stop.notified() => return,
+                }
                 let next = new_provider_key();
                 fake.accept(&next);
                 vaultrs::kv2::set(
@@ -294,7 +300,10 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
                 )
                 .await
                 .expect("rotate the provider key in OpenBao");
-                *rotations.lock().unwrap() += 1;
+                {
+                    let mut made = rotations.lock().unwrap();
+                    *made = (made.0 + 1, Some(Instant::now()));
+                }
                 let (fake, old) = (fake.clone(), std::mem::replace(&mut current, next));
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -309,8 +318,9 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
         duration,
     )
     .await;
-    rotator.abort();
-    let rotated = *rotations.lock().unwrap();
+    stop.notify_one();
+    rotator.await.expect("the rotator stops");
+    let (rotated, last_rotation) = *rotations.lock().unwrap();
     let report = reports[0].clone();
     findings.check(
         format!(
@@ -327,6 +337,21 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
         ),
         stack.fake.rejected() > 0,
     );
+    // The traffic may end before the provider refuses the key replaced by the last rotation (5 s after it),
+    // so ragvault may not have needed the newest key yet: once that key is refused, one more answer must
+    // come with the newest version.
+    if let Some(at) = last_rotation {
+        tokio::time::sleep((at + Duration::from_secs(6)).saturating_duration_since(Instant::now()))
+            .await;
+    }
+    let answered = reqwest::Client::new()
+        .post(stack.url("/v1/ask"))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"query": QUESTIONS[0]}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
     let credentials = stack
         .admin(reqwest::Method::GET, "/v1/admin/credentials", None)
         .await;
@@ -334,8 +359,11 @@ async fn rotation(options: &Options, findings: &mut Findings, concurrency: usize
         .as_u64()
         .unwrap_or(0);
     findings.check(
-        format!("ragvault serves key version {version} after {rotated} rotations"),
-        version == u64::from(rotated) + 1,
+        format!(
+            "after the last rotation's old key is refused, an answer ({answered}) comes with key version \
+             {version} after {rotated} rotations"
+        ),
+        answered == 200 && version == u64::from(rotated) + 1,
     );
     findings.row("2 key rotation every 20 s", report, server, wall);
 }
