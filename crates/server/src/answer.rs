@@ -5,7 +5,7 @@
 use crate::config::{GenerationSettings, Settings};
 use crate::error::ApiError;
 use crate::policy::{ProviderFacts, TenantPolicy};
-use crate::refresh::{RefreshClaims, TenantCache};
+use crate::refresh::TenantCache;
 use crate::retrieval::{RetrievalQuery, RetrievedChunk, Retriever};
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
@@ -54,7 +54,6 @@ pub struct Generator {
     custom_pii: Vec<(String, String)>,
     store: Store,
     cache: TenantCache<Arc<TenantGeneration>>,
-    refreshing: RefreshClaims,
     prices: ragvault_gateway::PriceTable,
     /// Monthly budget of sandbox tenants whose policy sets none.
     sandbox_budget: u64,
@@ -136,7 +135,6 @@ impl Generator {
             custom_pii,
             store,
             cache: TenantCache::default(),
-            refreshing: RefreshClaims::default(),
             prices: settings.price_table().map_err(GenerationError::Config)?,
         };
         generator.default = Arc::new(TenantGeneration {
@@ -200,11 +198,9 @@ impl Generator {
         self: &Arc<Self>,
         tenant: TenantId,
     ) -> Result<Arc<TenantGeneration>, ApiError> {
-        let cached = self.cache.get(tenant);
-        self.refreshing
+        self.cache
             .serve(
                 tenant,
-                cached,
                 POLICY_TTL,
                 || {
                     let generator = self.clone();

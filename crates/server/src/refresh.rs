@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct TenantCache<T> {
     /// One lock over both, so a forget and a `put` are ordered.
     entries: Mutex<Entries<T>>,
+    /// Which tenants' entries are being reloaded ahead of expiry.
+    refreshing: RefreshClaims,
 }
 
 struct Entries<T> {
@@ -26,18 +28,37 @@ struct Entries<T> {
 #[derive(Clone, Copy, Debug)]
 pub struct LoadTicket(u64);
 
-impl<T: Clone> Default for TenantCache<T> {
+impl<T> Default for TenantCache<T> {
     fn default() -> Self {
         TenantCache {
             entries: Mutex::new(Entries {
                 forgets: 0,
                 loaded: HashMap::new(),
             }),
+            refreshing: RefreshClaims::default(),
         }
     }
 }
 
-impl<T: Clone> TenantCache<T> {
+impl<T: Clone + Send + 'static> TenantCache<T> {
+    /// The tenant's entry, refreshed ahead of expiry (see [`RefreshClaims::serve`]): `load` reads it and
+    /// stores it with [`TenantCache::ticket`] and [`TenantCache::put`].
+    pub async fn serve<E, Load>(
+        &self,
+        tenant: TenantId,
+        ttl: Duration,
+        load: impl FnOnce() -> Load,
+        reload_failed: impl FnOnce(&E) + Send + 'static,
+    ) -> Result<T, E>
+    where
+        Load: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let cached = self.get(tenant);
+        self.refreshing
+            .serve(tenant, cached, ttl, load, reload_failed)
+            .await
+    }
+
     /// The tenant's entry with its age.
     pub fn get(&self, tenant: TenantId) -> Option<(Duration, T)> {
         self.lock()

@@ -5,7 +5,7 @@
 //! another replica takes effect here within `CACHE_TTL`, one made here at once.
 
 use crate::error::ApiError;
-use crate::refresh::{RefreshClaims, TenantCache};
+use crate::refresh::TenantCache;
 use axum::http::StatusCode;
 use ragvault_core::TenantId;
 use ragvault_store::{AuditEntry, Store, StoreError};
@@ -19,7 +19,6 @@ const CACHE_TTL: Duration = Duration::from_secs(5);
 pub struct Suspensions {
     store: Store,
     cache: TenantCache<Arc<HashSet<String>>>,
-    refreshing: RefreshClaims,
 }
 
 impl Suspensions {
@@ -27,7 +26,6 @@ impl Suspensions {
         Suspensions {
             store,
             cache: TenantCache::default(),
-            refreshing: RefreshClaims::default(),
         }
     }
 
@@ -37,12 +35,10 @@ impl Suspensions {
         tenant: TenantId,
         scope: &str,
     ) -> Result<bool, StoreError> {
-        let cached = self.cache.get(tenant);
         let active = self
-            .refreshing
+            .cache
             .serve(
                 tenant,
-                cached,
                 CACHE_TTL,
                 || {
                     let suspensions = self.clone();
