@@ -56,12 +56,30 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Ingest files or folders through the running service (RAGVAULT_URL, RAGVAULT_API_KEY).
+    ///
+    /// Folders are walked (hidden entries and files that are not documents left out); each document is
+    /// named by its path under the folder. Unchanged files are recognised by the service and not embedded
+    /// again, so running the same command again is cheap and resumes an interrupted run. Exits non-zero
+    /// when a file was refused (each is listed with its reason); a full queue only makes it wait.
     Ingest {
         #[arg(required = true)]
         paths: Vec<std::path::PathBuf>,
         /// The tenant the API key must belong to (a guard against ingesting into the wrong tenant).
         #[arg(long)]
         tenant: String,
+        /// Delete the tenant's documents (under --prefix, if given) whose files are no longer there.
+        #[arg(long)]
+        prune: bool,
+        /// Print nothing but the files that failed.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Uploads in flight at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+        /// Prepended to every document name, e.g. `manual/`: keeps several folders apart in one tenant,
+        /// and limits what --prune may delete to names under it.
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
     /// Ask a question through the running service (RAGVAULT_URL, RAGVAULT_API_KEY with scope `ask`).
     Ask {
@@ -177,6 +195,7 @@ enum ApiKeyCommand {
 }
 
 mod client;
+mod ingest;
 mod scan;
 
 const CLI_ACTOR: &str = "cli";
@@ -220,7 +239,24 @@ async fn run(command: Command, settings: Settings) -> Result<()> {
         Command::ApiKey(cmd) => api_key(cmd, &settings).await,
         Command::Keys(cmd) => provider_keys(cmd, &settings).await,
         Command::Audit(AuditCommand::Verify) => verify_audit(&settings).await,
-        Command::Ingest { paths, tenant } => client::ingest(&paths, &tenant).await,
+        Command::Ingest {
+            paths,
+            tenant,
+            prune,
+            quiet,
+            concurrency,
+            prefix,
+        } => {
+            ingest::run(ingest::Options {
+                paths,
+                tenant,
+                prune,
+                quiet,
+                concurrency: usize::from(concurrency),
+                prefix,
+            })
+            .await
+        }
         Command::Ask {
             question,
             stream,

@@ -1581,6 +1581,7 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     let settings = PipelineSettings {
         workers: 1,
         queue_capacity: 4,
+        total_queue_capacity: 4,
         chunking: Default::default(),
         secret_policy: Default::default(),
         parse_timeout: Duration::from_secs(30),
@@ -1602,7 +1603,32 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
         content: b"Survives a crash.".to_vec(),
         metadata: None,
     };
-    let (job_id, _) = dead.submit(tenant_id, upload, "test").await.unwrap();
+    let job_id = dead
+        .submit(tenant_id, upload.clone(), "test")
+        .await
+        .unwrap()
+        .job();
+    // The same upload again while its job waits (a client interrupted and run again): the same job, not a
+    // second one.
+    assert_eq!(
+        dead.submit(tenant_id, upload, "test").await.unwrap(),
+        ragvault_ingest::pipeline::Submitted::AlreadyQueued {
+            job: job_id,
+            document: dead_document(&app, job_id).await,
+        }
+    );
+    // Another version under the same name while the first waits is queued after it, not merged into it.
+    let later = Upload {
+        name: "queued.txt".into(),
+        content_type: None,
+        content: b"A later version.".to_vec(),
+        metadata: None,
+    };
+    let later_job = dead.submit(tenant_id, later, "test").await.unwrap();
+    assert!(
+        matches!(later_job, ragvault_ingest::pipeline::Submitted::Queued { job, .. } if job != job_id),
+        "{later_job:?}"
+    );
     drop(dead);
     let job = call(
         &app,
@@ -1613,6 +1639,22 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
     )
     .await;
     assert_eq!(job.body["status"], "queued");
+    let resent = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&tenant.api_key),
+        Some(json!({"name": "queued.txt", "content": "A later version."})),
+    )
+    .await;
+    assert_eq!(resent.status, StatusCode::ACCEPTED, "{}", resent.body);
+    assert_eq!(
+        resent.body["job_id"],
+        later_job.job().to_string(),
+        "{}",
+        resent.body
+    );
+    assert_eq!(resent.body["status"], "queued");
     // "Process B" starts and resumes it.
     let (alive, _workers) = Pipeline::start(
         app.store.clone(),
@@ -1621,10 +1663,94 @@ async fn unfinished_jobs_are_resumed_by_the_next_process() {
         tokenizer,
         settings,
     );
-    assert_eq!(alive.resume_unfinished().await.unwrap(), 1);
+    assert_eq!(alive.resume_unfinished().await.unwrap(), 2);
     let job = wait_for_job(&app, &tenant.api_key, &job_id.to_string()).await;
     assert_eq!(job["status"], "done", "{job}");
     assert_eq!(job["chunks"], 1);
+    wait_for_job(&app, &tenant.api_key, &later_job.job().to_string()).await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM ingest_jobs WHERE tenant_id = $1")
+        .bind(tenant_id.0)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(jobs, 2, "the resent upload made no job of its own");
+}
+
+async fn dead_document(app: &TestApp, job: ragvault_core::JobId) -> ragvault_core::DocumentId {
+    ragvault_core::DocumentId(
+        sqlx::query_scalar("SELECT document_id FROM ingest_jobs WHERE id = $1")
+            .bind(job.0)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap(),
+    )
+}
+
+/// Workers take tenants in turn: a tenant with hundreds of uploads waiting delays another tenant's single
+/// upload by a few jobs, not by its backlog.
+#[tokio::test]
+async fn one_tenants_backlog_does_not_starve_another_tenants_upload() {
+    const BACKLOG: usize = 200;
+    // Bound: jobs of A that may finish between B's upload and B's job being done. Two were running when
+    // B arrived, A's turn may come once before B's, and the other worker finishes A's jobs while B's runs;
+    // the rest is slack for a slow machine. First come, first served would be the whole backlog.
+    const A_JOBS_WHILE_B_WAITS: i64 = 10;
+    let app = spawn_app_with(&[("ingest.workers", "2"), ("ingest.queue_capacity", "256")]).await;
+    let a = app.create_tenant(&unique_slug("fair-a")).await;
+    let b = app.create_tenant(&unique_slug("fair-b")).await;
+    let done = |tenant: &str| {
+        let tenant: uuid::Uuid = tenant.parse().unwrap();
+        let pool = app.store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM ingest_jobs WHERE tenant_id = $1 AND status = 'done'",
+            )
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    for i in 0..BACKLOG {
+        let r = call(
+            &app,
+            Method::POST,
+            "/v1/documents",
+            Some(&a.api_key),
+            Some(json!({
+                "name": format!("a-{i}.md"),
+                "content": format!("# Part {i}\n\nStep {i} of the long manual: tighten screw {i} before you go on to the next part of the assembly."),
+            })),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    }
+    let a_done_before = done(&a.id).await;
+    let started = std::time::Instant::now();
+    let r = call(
+        &app,
+        Method::POST,
+        "/v1/documents",
+        Some(&b.api_key),
+        Some(json!({"name": "b.md", "content": "# Only\n\nThe one page tenant B has."})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    let job = wait_for_job(&app, &b.api_key, r.body["job_id"].as_str().unwrap()).await;
+    let waited = started.elapsed();
+    let a_done_after = done(&a.id).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert!(
+        a_done_after - a_done_before <= A_JOBS_WHILE_B_WAITS,
+        "{} of A's jobs finished while B's one waited ({:?})",
+        a_done_after - a_done_before,
+        waited
+    );
+    assert!(
+        (a_done_after as usize) < BACKLOG,
+        "A's backlog was drained before B's job ran"
+    );
+    assert!(waited < Duration::from_secs(30), "B waited {waited:?}");
 }
 
 /// HTML is ingested as text under its headings; scripts and navigation never reach storage.
@@ -1740,8 +1866,15 @@ async fn identical_reuploads_are_deduplicated_by_keyed_hash() {
     let first_job = wait_for_job(&app, &key, first.body["job_id"].as_str().unwrap()).await;
     assert_eq!(first_job["status"], "done");
     let again = upload("Same words.", json!({"v": 1})).await;
+    // Recognised at upload: nothing is queued or embedded, the job is done at once.
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.body);
+    assert_eq!(again.body["unchanged"], true, "{}", again.body);
+    assert_eq!(again.body["status"], "done");
+    assert_eq!(again.body["chunks"], 1);
+    assert_eq!(again.body["document_id"], first.body["document_id"]);
     let again_job = wait_for_job(&app, &key, again.body["job_id"].as_str().unwrap()).await;
     assert_eq!(again_job["status"], "done");
+    assert_eq!(again_job["chunks"], 1);
     assert_eq!(
         again_job["document_id"], first.body["document_id"],
         "the existing document is kept"
@@ -1751,6 +1884,7 @@ async fn identical_reuploads_are_deduplicated_by_keyed_hash() {
     assert_eq!(listed.body["documents"][0]["id"], first.body["document_id"]);
 
     let changed = upload("Same words.", json!({"v": 2})).await;
+    assert_eq!(changed.body["unchanged"], false, "{}", changed.body);
     wait_for_job(&app, &key, changed.body["job_id"].as_str().unwrap()).await;
     let listed = call(&app, Method::GET, "/v1/documents", Some(&key), None).await;
     assert_eq!(

@@ -439,85 +439,252 @@ async fn local_provider_keys_are_set_from_stdin_and_leased() {
     assert!(!String::from_utf8_lossy(&output.stderr).contains(key));
 }
 
-/// `ragvault ingest` walks folders, uploads every file through the running service, waits for the jobs,
-/// reports what was refused, and checks the key belongs to the tenant named.
-#[tokio::test]
-async fn ingest_command_uploads_folders_and_reports_refusals() {
-    let app = ragvault_testkit::spawn_app().await;
-    let slug = unique_slug("cli-ingest");
-    let tenant = app.create_tenant(&slug).await;
-    let folder = tempfile::tempdir().unwrap();
-    std::fs::write(folder.path().join("a.md"), "# Setup\n\nPlug in the router.").unwrap();
-    std::fs::create_dir(folder.path().join("sub")).unwrap();
-    std::fs::write(
-        folder.path().join("sub/b.txt"),
-        "Reset with the WPS button.",
-    )
-    .unwrap();
-    std::fs::write(folder.path().join("sub/c.png"), b"\x89PNG\r\n\x1a\n....").unwrap();
-    std::fs::write(folder.path().join(".hidden.txt"), "skip me").unwrap();
+/// `ragvault ingest` against a running test service, with nothing inherited from the developer's setup.
+fn ingest_command(
+    app: &ragvault_testkit::TestApp,
+    key: &str,
+    args: &[&std::ffi::OsStr],
+) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (var, _) in std::env::vars() {
+        if var.starts_with("RAGVAULT") {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env("RAGVAULT_URL", &app.base_url)
+        .env("RAGVAULT_API_KEY", key)
+        .arg("ingest")
+        .args(args);
+    cmd
+}
 
-    let run = |tenant_arg: String| {
-        let (base, key, dir) = (
-            app.base_url.clone(),
-            tenant.api_key.clone(),
-            folder.path().to_owned(),
-        );
-        // The server runs on this test's runtime: run the blocking CLI on another thread.
-        tokio::task::spawn_blocking(move || {
-            let mut cmd = Command::new(BIN);
-            for (var, _) in std::env::vars() {
-                if var.starts_with("RAGVAULT") {
-                    cmd.env_remove(var);
-                }
-            }
-            cmd.env("RAGVAULT_URL", base)
-                .env("RAGVAULT_API_KEY", key)
-                .arg("ingest")
-                .arg(dir)
-                .args(["--tenant", &tenant_arg])
-                .output()
-                .unwrap()
-        })
-    };
-    let wrong = run("someone-else".to_owned()).await.unwrap();
-    assert!(!wrong.status.success());
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("belongs to tenant"));
+/// Runs `ragvault ingest` to its end on another thread (the server runs on this test's runtime).
+async fn run_ingest(
+    app: &ragvault_testkit::TestApp,
+    key: &str,
+    args: Vec<std::ffi::OsString>,
+) -> (Output, String, String) {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut cmd = ingest_command(app, key, &args);
+    let output = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stdout, stderr)
+}
 
-    let output = run(slug.clone()).await.unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stdout.contains("ingested 2 of 3 files"),
-        "{stdout} {stderr}"
-    );
-    assert!(
-        stderr.contains("c.png: refused (unsupported_media_type"),
-        "{stderr}"
-    );
-    assert!(
-        !output.status.success(),
-        "a refused file must make the command fail"
-    );
-
-    let listed: serde_json::Value = app
+async fn document_names(app: &ragvault_testkit::TestApp, key: &str) -> Vec<String> {
+    let listed: Value = app
         .client
         .get(app.url("/v1/documents"))
-        .bearer_auth(&tenant.api_key)
+        .bearer_auth(key)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let mut names: Vec<&str> = listed["documents"]
+    let mut names: Vec<String> = listed["documents"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["name"].as_str().unwrap())
+        .map(|d| d["name"].as_str().unwrap().to_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["a.md", "b.txt"]);
+    names
+}
+
+fn os_args(args: &[&str]) -> Vec<std::ffi::OsString> {
+    args.iter().map(std::ffi::OsString::from).collect()
+}
+
+/// `ragvault ingest` walks folders, names documents by their path under the folder, reports each refused
+/// file with its reason (and fails), leaves out what is not a document, recognises unchanged files on the
+/// next run, replaces changed ones and, with `--prune`, deletes documents whose files are gone. It checks
+/// the key belongs to the tenant named.
+#[tokio::test]
+async fn ingest_command_keeps_a_tenant_in_step_with_a_folder() {
+    let app = ragvault_testkit::spawn_app().await;
+    let slug = unique_slug("cli-ingest");
+    let tenant = app.create_tenant(&slug).await;
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
+    std::fs::write(root.join("a.md"), "# Setup\n\nPlug in the router.").unwrap();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/b.txt"), "Reset with the WPS button.").unwrap();
+    std::fs::write(root.join("sub/c.png"), b"\x89PNG\r\n\x1a\n....").unwrap();
+    std::fs::write(root.join("sub/d.txt"), b"\x89PNG\r\n\x1a\n....").unwrap();
+    std::fs::write(root.join("empty.txt"), "  \n").unwrap();
+    std::fs::write(root.join(".hidden.txt"), "skip me").unwrap();
+    let folder_arg = || root.as_os_str().to_owned();
+
+    let (wrong, _, stderr) = run_ingest(
+        &app,
+        &tenant.api_key,
+        vec![folder_arg(), "--tenant".into(), "someone-else".into()],
+    )
+    .await;
+    assert!(!wrong.status.success());
+    assert!(stderr.contains("belongs to tenant"), "{stderr}");
+
+    let args = |extra: &[&str]| {
+        let mut args = vec![folder_arg(), "--tenant".into(), slug.clone().into()];
+        args.extend(os_args(extra));
+        args
+    };
+    let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args(&[])).await;
+    assert!(
+        stdout.contains("ingested 2, unchanged 0, failed 2, skipped 1 of 5 files"),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("skipped: 1 not a document type (.png)"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("sub/d.txt: unsupported_media_type"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("empty.txt: no_text"), "{stderr}");
+    assert!(
+        !output.status.success(),
+        "a refused file must make the command fail"
+    );
+    assert_eq!(
+        document_names(&app, &tenant.api_key).await,
+        ["a.md", "sub/b.txt"]
+    );
+
+    // Nothing changed but the refused files are gone: nothing is uploaded for embedding again.
+    std::fs::remove_file(root.join("sub/d.txt")).unwrap();
+    std::fs::remove_file(root.join("empty.txt")).unwrap();
+    let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args(&["--quiet"])).await;
+    assert!(output.status.success(), "{stdout} {stderr}");
+    assert!(stdout.is_empty(), "--quiet prints nothing: {stdout}");
+    let (output, stdout, _) = run_ingest(&app, &tenant.api_key, args(&[])).await;
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("ingested 0, unchanged 2, failed 0, skipped 1 of 3 files"),
+        "{stdout}"
+    );
+
+    // A changed file is replaced; with --prune a deleted one goes from the tenant.
+    std::fs::write(root.join("a.md"), "# Setup\n\nPlug in the new router.").unwrap();
+    std::fs::remove_file(root.join("sub/b.txt")).unwrap();
+    let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args(&["--prune"])).await;
+    assert!(output.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("ingested 1, unchanged 0, failed 0, skipped 1 of 2 files"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pruned 1 documents"), "{stdout}");
+    assert_eq!(document_names(&app, &tenant.api_key).await, ["a.md"]);
+    // --prune with a prefix touches only names under it.
+    let (output, stdout, stderr) = run_ingest(
+        &app,
+        &tenant.api_key,
+        args(&["--prefix", "manual/", "--prune"]),
+    )
+    .await;
+    assert!(output.status.success(), "{stdout} {stderr}");
+    assert!(stdout.contains("pruned 0 documents"), "{stdout}");
+    assert_eq!(
+        document_names(&app, &tenant.api_key).await,
+        ["a.md", "manual/a.md"]
+    );
+}
+
+/// A run killed halfway and started again ingests every file once: uploads the service accepted are kept
+/// and not queued twice, finished ones are recognised as unchanged. The queue here holds two uploads, so
+/// the command also has to wait out `429 queue_full` again and again without counting it as a failure.
+#[tokio::test]
+async fn an_interrupted_ingest_run_again_leaves_no_duplicates_and_loses_nothing() {
+    const FILES: usize = 12;
+    let app = ragvault_testkit::spawn_app_with(&[
+        ("ingest.workers", "1"),
+        ("ingest.queue_capacity", "2"),
+    ])
+    .await;
+    let slug = unique_slug("cli-resume");
+    let tenant = app.create_tenant(&slug).await;
+    let tenant_id: uuid::Uuid = tenant.id.parse().unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    for i in 0..FILES {
+        std::fs::write(
+            folder.path().join(format!("page-{i:02}.md")),
+            format!("# Page {i}\n\nWhat page {i} of the manual says about part {i}."),
+        )
+        .unwrap();
+    }
+    let args = vec![
+        folder.path().as_os_str().to_owned(),
+        "--tenant".into(),
+        slug.clone().into(),
+    ];
+    let jobs = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ingest_jobs WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap()
+    };
+    let arg_refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let mut first = ingest_command(&app, &tenant.api_key, &arg_refs)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jobs().await < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the first run accepted too little"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first run ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let accepted_before = jobs().await;
+    assert!(
+        (accepted_before as usize) < FILES,
+        "killed after everything was queued"
+    );
+
+    let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args.clone()).await;
+    assert!(output.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("failed 0, skipped 0 of 12 files"),
+        "{stdout}"
+    );
+    let names = document_names(&app, &tenant.api_key).await;
+    assert_eq!(names.len(), FILES, "{names:?}");
+    // Every document was stored once: none replaced by a second copy of itself.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM documents WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored as usize, FILES);
+    let embedded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ingest_jobs WHERE tenant_id = $1 AND data_key_id IS NOT NULL",
+    )
+    .bind(tenant_id)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(embedded as usize, FILES, "an upload was queued twice");
+
+    let (output, stdout, _) = run_ingest(&app, &tenant.api_key, args).await;
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("ingested 0, unchanged 12, failed 0, skipped 0 of 12 files"),
+        "{stdout}"
+    );
 }
 
 /// `ragvault ask` prints the answer and its sources, whole or streamed.

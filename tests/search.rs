@@ -703,6 +703,7 @@ async fn a_job_run_twice_leaves_no_ghost_points() {
     let settings = PipelineSettings {
         workers: 1,
         queue_capacity: 4,
+        total_queue_capacity: 4,
         chunking: Default::default(),
         secret_policy: Default::default(),
         parse_timeout: std::time::Duration::from_secs(30),
@@ -725,7 +726,7 @@ async fn a_job_run_twice_leaves_no_ghost_points() {
         content: PUMP_MANUAL.as_bytes().to_vec(),
         metadata: None,
     };
-    let (job_id, _) = dead.submit(tenant_id, upload, "test").await.unwrap();
+    let job_id = dead.submit(tenant_id, upload, "test").await.unwrap().job();
     drop(dead);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     // Two processes start and both resume it.

@@ -10,6 +10,7 @@ pub mod indexing;
 mod markdown;
 mod pdf;
 pub mod pipeline;
+pub mod queue;
 pub mod sealed;
 pub mod secrets;
 pub mod transcribe;

@@ -4,18 +4,18 @@
 
 use crate::chunk::{chunk_document, ChunkingConfig};
 use crate::indexing::{embedding_text, Indexer};
+use crate::queue::FairQueue;
 use crate::sealed::{ChunkVectors, ContentError, DocumentUpload, SealedContent};
 use crate::secrets::{self, SecretPolicy};
 use crate::{HtmlParser, IngestError, MarkdownParser, Parser, PdfParser, PlainTextParser};
 use ragvault_core::{DocumentId, JobId, TenantId};
 use ragvault_credentials::{SealContext, SealPurpose};
 use ragvault_embedding::TokenCount;
-use ragvault_store::{DataKeyPurpose, JobRecord, NewJob, Store};
+use ragvault_store::{DataKeyPurpose, JobRecord, NewJob, Store, UploadMatch};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Wait before a job whose claim failed (Postgres away) is tried again.
 const CLAIM_RETRY: Duration = Duration::from_secs(1);
@@ -43,6 +43,8 @@ pub enum SubmitError {
     Empty,
     #[error("the ingest queue is full; retry later")]
     QueueFull,
+    #[error("this tenant has {0} uploads waiting, the most it may; retry later")]
+    TenantQueueFull(usize),
     #[error("audio needs a transcription provider (ingest.transcription_provider), and none is configured")]
     NoTranscriber,
     #[error(transparent)]
@@ -171,10 +173,46 @@ impl IngestStats {
     }
 }
 
+/// What became of an accepted upload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// A new job, queued.
+    Queued { job: JobId, document: DocumentId },
+    /// The live document has this name and content already: nothing to do, recorded as a job already done.
+    Unchanged {
+        job: JobId,
+        document: DocumentId,
+        chunks: i32,
+    },
+    /// The same upload is queued already (a client that was interrupted and sent it again): that job.
+    AlreadyQueued { job: JobId, document: DocumentId },
+}
+
+impl Submitted {
+    pub fn job(&self) -> JobId {
+        match self {
+            Submitted::Queued { job, .. }
+            | Submitted::Unchanged { job, .. }
+            | Submitted::AlreadyQueued { job, .. } => *job,
+        }
+    }
+
+    pub fn document(&self) -> DocumentId {
+        match self {
+            Submitted::Queued { document, .. }
+            | Submitted::Unchanged { document, .. }
+            | Submitted::AlreadyQueued { document, .. } => *document,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PipelineSettings {
     pub workers: usize,
+    /// Uploads one tenant may have waiting for a worker.
     pub queue_capacity: usize,
+    /// Uploads all tenants together may have waiting.
+    pub total_queue_capacity: usize,
     pub chunking: ChunkingConfig,
     pub secret_policy: SecretPolicy,
     /// Longest a parser may take on one document.
@@ -188,7 +226,7 @@ pub struct Pipeline {
     indexer: Indexer,
     tokenizer: Arc<dyn TokenCount>,
     settings: PipelineSettings,
-    queue: mpsc::Sender<JobId>,
+    queue: FairQueue,
     stats: IngestStats,
     /// Jobs created before this are a previous process's to resume.
     started_at: time::OffsetDateTime,
@@ -214,7 +252,7 @@ impl Pipeline {
         settings: PipelineSettings,
         transcriber: Option<Arc<crate::transcribe::Transcriber>>,
     ) -> (Arc<Pipeline>, Vec<tokio::task::JoinHandle<()>>) {
-        let (tx, rx) = mpsc::channel(settings.queue_capacity.max(1));
+        let queue = FairQueue::new(settings.queue_capacity, settings.total_queue_capacity);
         let pipeline = Arc::new(Pipeline {
             transcriber,
             store,
@@ -222,21 +260,16 @@ impl Pipeline {
             indexer,
             tokenizer,
             settings: settings.clone(),
-            queue: tx,
+            queue: queue.clone(),
             stats: IngestStats::default(),
             started_at: time::OffsetDateTime::now_utc(),
         });
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let workers = (0..settings.workers.max(1))
             .map(|_| {
-                let (pipeline, rx) = (pipeline.clone(), rx.clone());
+                let (pipeline, queue) = (pipeline.clone(), queue.clone());
                 tokio::spawn(async move {
-                    loop {
-                        let next = rx.lock().await.recv().await;
-                        match next {
-                            Some(job) => pipeline.process(job).await,
-                            None => break,
-                        }
+                    while let Some((tenant, job)) = queue.pop().await {
+                        pipeline.process(tenant, job).await;
                     }
                 })
             })
@@ -245,13 +278,14 @@ impl Pipeline {
     }
 
     /// Validates and seals an upload into a queued job. Refuses at once when the queue is full, so
-    /// callers get backpressure (429) instead of an unbounded backlog.
+    /// callers get backpressure (429) instead of an unbounded backlog. An upload identical (by keyed hashes
+    /// of name, content and metadata) to the live document, or to a job still under way, makes no new work.
     pub async fn submit(
         &self,
         tenant: TenantId,
         upload: Upload,
         actor: &str,
-    ) -> Result<(JobId, DocumentId), SubmitError> {
+    ) -> Result<Submitted, SubmitError> {
         if upload.content.iter().all(u8::is_ascii_whitespace) {
             return Err(SubmitError::Empty);
         }
@@ -263,10 +297,44 @@ impl Pipeline {
         if format == Format::Audio && self.transcriber.is_none() {
             return Err(SubmitError::NoTranscriber);
         }
-        let permit = self
-            .queue
-            .try_reserve()
-            .map_err(|_| SubmitError::QueueFull)?;
+        let (name_hash, content_hash) = self
+            .content
+            .upload_hashes(
+                tenant,
+                &upload.name,
+                &upload.content,
+                upload.metadata.as_ref(),
+            )
+            .await?;
+        let size_bytes = i64::try_from(upload.content.len()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .match_upload(tenant, &name_hash, &content_hash)
+            .await?
+        {
+            Some(UploadMatch::Pending { job, document }) => {
+                return Ok(Submitted::AlreadyQueued { job, document })
+            }
+            Some(UploadMatch::Stored { document, chunks }) => {
+                let job = JobId::new();
+                self.store
+                    .insert_unchanged_job(job, tenant, document, chunks, size_bytes)
+                    .await?;
+                return Ok(Submitted::Unchanged {
+                    job,
+                    document,
+                    chunks,
+                });
+            }
+            None => {}
+        }
+        let permit = self.queue.try_reserve(tenant).ok_or_else(|| {
+            if self.queue.depth() >= self.settings.total_queue_capacity {
+                SubmitError::QueueFull
+            } else {
+                SubmitError::TenantQueueFull(self.settings.queue_capacity)
+            }
+        })?;
         let key = self
             .content
             .active_key(tenant, DataKeyPurpose::Content)
@@ -294,11 +362,16 @@ impl Pipeline {
             data_key_id: key.id(),
             payload_sealed: key.seal(&context(0), &upload.content)?,
             header_sealed: key.seal(&context(1), &header_json)?,
-            size_bytes: i64::try_from(upload.content.len()).unwrap_or(i64::MAX),
+            size_bytes,
+            name_hash,
+            content_hash,
         };
         self.store.insert_job(&job).await?;
         permit.send(job_id);
-        Ok((job_id, document_id))
+        Ok(Submitted::Queued {
+            job: job_id,
+            document: document_id,
+        })
     }
 
     /// Audio uploads are transcribed with this (otherwise refused with 415).
@@ -319,21 +392,25 @@ impl Pipeline {
 
     /// Jobs waiting in this process's queue (not yet taken by a worker).
     pub fn queue_depth(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
+        self.queue.depth()
     }
 
-    /// Queues every job a previous process left unfinished (waits for queue space).
+    /// Queues every job a previous process left unfinished (past the admission bounds: they were admitted
+    /// once).
     pub async fn resume_unfinished(&self) -> Result<usize, SubmitError> {
         let jobs = self.store.unfinished_jobs(self.started_at).await?;
-        for job in &jobs {
-            if self.queue.send(*job).await.is_err() {
-                break;
-            }
+        for (tenant, job) in &jobs {
+            self.queue.push(*tenant, *job);
         }
         Ok(jobs.len())
     }
 
-    async fn process(&self, job_id: JobId) {
+    /// Stops the workers once they finish the job in hand (queued jobs stay in Postgres for the next start).
+    pub fn close(&self) {
+        self.queue.close();
+    }
+
+    async fn process(&self, tenant: TenantId, job_id: JobId) {
         let job = match self.store.claim_job(job_id).await {
             Ok(Some(job)) => job,
             Ok(None) => return,
@@ -341,7 +418,7 @@ impl Pipeline {
                 // Postgres away: the job stays queued in the table; it is queued here again shortly, so it
                 // does not wait for the next start. A job that cannot be claimed has cost nothing yet.
                 tracing::warn!(%job_id, error = %e, "could not claim ingest job; retrying shortly");
-                self.requeue_later(job_id, CLAIM_RETRY);
+                self.requeue_later(tenant, job_id, CLAIM_RETRY);
                 return;
             }
         };
@@ -362,6 +439,7 @@ impl Pipeline {
                 tracing::warn!(%job_id, %reason, attempts = job.attempts, "ingest job interrupted; retrying later");
                 if job.attempts < 5 {
                     self.requeue_later(
+                        tenant,
                         job_id,
                         Duration::from_secs(2u64.pow(job.attempts.clamp(0, 5) as u32)),
                     );
@@ -377,11 +455,11 @@ impl Pipeline {
     }
 
     /// Puts a job back on this process's queue after `delay`.
-    fn requeue_later(&self, job_id: JobId, delay: Duration) {
+    fn requeue_later(&self, tenant: TenantId, job_id: JobId, delay: Duration) {
         let queue = self.queue.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = queue.send(job_id).await;
+            queue.push(tenant, job_id);
         });
     }
 

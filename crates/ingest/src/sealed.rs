@@ -98,6 +98,25 @@ pub struct OpenedChunk {
     pub heading_path: Vec<String>,
 }
 
+fn document_name_hash(index: &IndexKey, name: &str) -> Vec<u8> {
+    index.term_hash(&format!("name\0{name}")).to_vec()
+}
+
+/// Metadata (tags and groups included) is part of what makes two uploads "the same".
+fn document_content_hash(
+    index: &IndexKey,
+    content: &[u8],
+    metadata: Option<&serde_json::Value>,
+) -> Vec<u8> {
+    let mut hashed = Vec::with_capacity(content.len() + 64);
+    hashed.extend_from_slice(content);
+    hashed.push(0);
+    if let Some(m) = metadata {
+        hashed.extend_from_slice(m.to_string().as_bytes());
+    }
+    index.content_hash(&hashed).to_vec()
+}
+
 /// A document as listed: its name unsealed, never its text.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DocumentSummary {
@@ -208,6 +227,22 @@ impl SealedContent {
         ))
     }
 
+    /// The keyed name and content hashes a document with this name, content and metadata is stored under:
+    /// equal hashes mean the same upload, without either side being readable.
+    pub async fn upload_hashes(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        content: &[u8],
+        metadata: Option<&serde_json::Value>,
+    ) -> Result<(Vec<u8>, Vec<u8>), ContentError> {
+        let index = self.index_key(tenant).await?;
+        Ok((
+            document_name_hash(&index, name),
+            document_content_hash(&index, content, metadata),
+        ))
+    }
+
     /// Seals and stores a document with its chunks in one transaction, replacing a live document with the
     /// same name.
     pub async fn put_document(
@@ -306,19 +341,8 @@ impl SealedContent {
         let document = NewDocument {
             id: document_id,
             tenant_id: tenant,
-            name_hash: index.term_hash(&format!("name\0{name}")).to_vec(),
-            // Metadata is part of what makes two uploads "the same".
-            content_hash: {
-                let mut hashed = content.to_vec();
-                hashed.push(0);
-                hashed.extend_from_slice(
-                    metadata
-                        .map(|m| m.to_string())
-                        .unwrap_or_default()
-                        .as_bytes(),
-                );
-                index.content_hash(&hashed).to_vec()
-            },
+            name_hash: document_name_hash(&index, name),
+            content_hash: document_content_hash(&index, content, metadata),
             data_key_id: key.id(),
             name_sealed: key.seal(
                 &document_context(SealPurpose::DocumentName),

@@ -200,8 +200,10 @@ pub struct GenerationSettings {
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     pub workers: usize,
-    /// Uploads waiting beyond this many are refused with 429.
+    /// Uploads one tenant may have waiting; beyond this its uploads are refused with 429.
     pub queue_capacity: usize,
+    /// Uploads all tenants together may have waiting; beyond this every upload is refused with 429.
+    pub total_queue_capacity: usize,
     pub chunk_target_tokens: usize,
     pub chunk_max_tokens: usize,
     pub chunk_overlap_tokens: usize,
@@ -693,6 +695,11 @@ impl Settings {
         if ingest.workers == 0 || ingest.queue_capacity == 0 {
             problems
                 .push("ingest.workers and ingest.queue_capacity: must be at least 1".to_owned());
+        }
+        if ingest.total_queue_capacity < ingest.queue_capacity {
+            problems.push(
+                "ingest.total_queue_capacity: must be at least ingest.queue_capacity".to_owned(),
+            );
         }
         if !(1..=512).contains(&ingest.chunk_max_tokens)
             || ingest.chunk_target_tokens == 0

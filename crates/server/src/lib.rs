@@ -293,6 +293,7 @@ impl Application {
                 ragvault_ingest::pipeline::PipelineSettings {
                     workers: settings.ingest.workers,
                     queue_capacity: settings.ingest.queue_capacity,
+                    total_queue_capacity: settings.ingest.total_queue_capacity,
                     chunking: ragvault_ingest::chunk::ChunkingConfig {
                         target_tokens: settings.ingest.chunk_target_tokens,
                         max_tokens: settings.ingest.chunk_max_tokens,

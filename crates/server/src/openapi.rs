@@ -138,10 +138,16 @@ pub struct ApiKeyList {
 
 #[derive(ToSchema)]
 pub struct DocumentAccepted {
+    /// The document this upload becomes (the live one when `unchanged`, or the one of the job it joined).
     document_id: Uuid,
     job_id: Uuid,
-    /// `queued`
+    /// `queued`, or `done` when `unchanged`
     status: String,
+    /// The live document already has this name, content and metadata: nothing is embedded again and the
+    /// job is done at once. An upload identical to one still queued is given that job instead of a new one.
+    unchanged: bool,
+    /// Chunks of the live document, when `unchanged`.
+    chunks: Option<i32>,
 }
 
 #[derive(ToSchema)]

@@ -18,6 +18,19 @@ pub struct NewJob {
     /// Name, content type and metadata, sealed.
     pub header_sealed: Vec<u8>,
     pub size_bytes: i64,
+    /// Keyed hash of the document name, as `documents.name_hash`.
+    pub name_hash: Vec<u8>,
+    /// Keyed hash of the content and metadata, as `documents.content_hash`.
+    pub content_hash: Vec<u8>,
+}
+
+/// What an upload's keyed hashes matched before a job was made for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadMatch {
+    /// The newest job still under way for this name carries the same content: it is that upload again.
+    Pending { job: JobId, document: DocumentId },
+    /// No job is under way for this name and the live document has this content already.
+    Stored { document: DocumentId, chunks: i32 },
 }
 
 #[derive(Clone, Debug)]
@@ -64,8 +77,9 @@ fn from_row(row: &PgRow) -> Result<JobRecord, StoreError> {
 impl Store {
     pub async fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO ingest_jobs (id, tenant_id, document_id, data_key_id, payload_sealed, header_sealed, size_bytes)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO ingest_jobs (id, tenant_id, document_id, data_key_id, payload_sealed, header_sealed, size_bytes,
+                                      name_hash, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job.id.0)
         .bind(job.tenant_id.0)
@@ -74,6 +88,72 @@ impl Store {
         .bind(&job.payload_sealed)
         .bind(&job.header_sealed)
         .bind(job.size_bytes)
+        .bind(&job.name_hash)
+        .bind(&job.content_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether an upload with these keyed hashes is already stored or on its way (see [`UploadMatch`]). A job
+    /// under way for the same name with other content means this upload must be queued after it.
+    pub async fn match_upload(
+        &self,
+        tenant: TenantId,
+        name_hash: &[u8],
+        content_hash: &[u8],
+    ) -> Result<Option<UploadMatch>, StoreError> {
+        let newest: Option<(Uuid, Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT id, document_id, content_hash FROM ingest_jobs
+             WHERE tenant_id = $1 AND name_hash = $2 AND status IN ('queued', 'running', 'indexing')
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(tenant.0)
+        .bind(name_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((job, document, hash)) = newest {
+            return Ok(
+                (hash.as_deref() == Some(content_hash)).then_some(UploadMatch::Pending {
+                    job: JobId(job),
+                    document: DocumentId(document),
+                }),
+            );
+        }
+        let stored: Option<(Uuid, i32)> = sqlx::query_as(
+            "SELECT id, chunk_count FROM documents
+             WHERE tenant_id = $1 AND name_hash = $2 AND content_hash = $3 AND status = 'active'",
+        )
+        .bind(tenant.0)
+        .bind(name_hash)
+        .bind(content_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(stored.map(|(document, chunks)| UploadMatch::Stored {
+            document: DocumentId(document),
+            chunks,
+        }))
+    }
+
+    /// Records an upload that matched the live document as a job already `done` (no payload kept), so the
+    /// caller gets a job to show like any other.
+    pub async fn insert_unchanged_job(
+        &self,
+        id: JobId,
+        tenant: TenantId,
+        document: DocumentId,
+        chunks: i32,
+        size_bytes: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ingest_jobs (id, tenant_id, document_id, status, size_bytes, chunks, finished_at)
+             VALUES ($1, $2, $3, 'done', $4, $5, now())",
+        )
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(document.0)
+        .bind(size_bytes)
+        .bind(chunks)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -108,15 +188,18 @@ impl Store {
     pub async fn unfinished_jobs(
         &self,
         started_at: time::OffsetDateTime,
-    ) -> Result<Vec<JobId>, StoreError> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM ingest_jobs WHERE status IN ('queued', 'running') AND created_at < $1
+    ) -> Result<Vec<(TenantId, JobId)>, StoreError> {
+        let ids: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT tenant_id, id FROM ingest_jobs WHERE status IN ('queued', 'running') AND created_at < $1
              ORDER BY created_at",
         )
         .bind(started_at)
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids.into_iter().map(JobId).collect())
+        Ok(ids
+            .into_iter()
+            .map(|(tenant, job)| (TenantId(tenant), JobId(job)))
+            .collect())
     }
 
     /// A stored job's points are in the index: it is done.

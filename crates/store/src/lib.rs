@@ -33,7 +33,7 @@ pub use documents::{
     ChunkRecord, DocumentRecord, NewChunk, NewDocument, PutOutcome, ResealedChunk,
 };
 pub use error::StoreError;
-pub use jobs::{JobRecord, NewJob};
+pub use jobs::{JobRecord, NewJob, UploadMatch};
 pub use keys::{ApiKeyRecord, CredentialKind, CredentialRow, NewApiKey, NewOperatorKey};
 pub use metering::{month_of, BudgetMonth, NewUsageEvent, UsageGrouping, UsageTotals};
 pub use retrieval::ChunkVector;

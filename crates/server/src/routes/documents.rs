@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use ragvault_core::{DocumentId, JobId, Scope};
 use ragvault_gateway::require_tenant_scope;
-use ragvault_ingest::pipeline::{SubmitError, Upload};
+use ragvault_ingest::pipeline::{SubmitError, Submitted, Upload};
 use ragvault_store::AuditEntry;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -258,15 +258,28 @@ async fn accept(
         content: request.content,
         metadata,
     };
-    let (job_id, document_id) = state
-        .pipeline
-        .submit(tenant, upload, &caller.principal.actor())
+    // On a task of its own: a client that hangs up mid-request must not cancel the submission between the
+    // job row's insert and its place in the queue (the job would wait for the next start).
+    let pipeline = state.pipeline.clone();
+    let actor = caller.principal.actor();
+    let submitted = tokio::spawn(async move { pipeline.submit(tenant, upload, &actor).await })
         .await
+        .map_err(|e| ApiError::internal(&e))?
         .map_err(submit_error)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "document_id": document_id, "job_id": job_id, "status": "queued" })),
-    ))
+    let (status, unchanged) = match submitted {
+        Submitted::Queued { .. } | Submitted::AlreadyQueued { .. } => ("queued", false),
+        Submitted::Unchanged { .. } => ("done", true),
+    };
+    let mut body = json!({
+        "document_id": submitted.document(),
+        "job_id": submitted.job(),
+        "status": status,
+        "unchanged": unchanged,
+    });
+    if let Submitted::Unchanged { chunks, .. } = submitted {
+        body["chunks"] = json!(chunks);
+    }
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
 fn submit_error(err: SubmitError) -> ApiError {
@@ -278,7 +291,7 @@ fn submit_error(err: SubmitError) -> ApiError {
         ),
         SubmitError::InvalidUtf8(_) => invalid("invalid_utf8", err.to_string()),
         SubmitError::Empty => invalid("no_text", err.to_string()),
-        SubmitError::QueueFull => {
+        SubmitError::QueueFull | SubmitError::TenantQueueFull(_) => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", err.to_string())
                 .retry_after(1)
         }
