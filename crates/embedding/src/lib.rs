@@ -6,10 +6,12 @@
 use async_trait::async_trait;
 
 mod local;
+mod onnx;
+mod onnx_graph;
 mod remote;
 mod tokenizer;
 
-pub use local::{LocalEmbedder, LOCAL_MODEL_ID};
+pub use local::{LocalEmbedder, LocalRuntime, LOCAL_MODEL_ID};
 pub use remote::{RemoteApi, RemoteEmbedder, RemoteEmbedderConfig};
 pub use tokenizer::{ModelTokenizer, TokenCount};
 

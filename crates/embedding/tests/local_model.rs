@@ -1,7 +1,19 @@
 //! The local all-MiniLM-L6-v2 embedder on the real weights (fetched by `scripts/fetch-model.sh`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ragvault_embedding::{model_dir_from_env, Embedder, LocalEmbedder};
+use ragvault_embedding::{model_dir_from_env, Embedder, LocalEmbedder, LocalRuntime};
+
+/// Both engines, each loaded as asked (not silently the other): ONNX Runtime needs the library that
+/// `scripts/fetch-model.sh` puts beside the weights.
+fn engines() -> Vec<LocalEmbedder> {
+    [LocalRuntime::Onnxruntime, LocalRuntime::Candle]
+        .into_iter()
+        .map(|runtime| {
+            LocalEmbedder::shared_with(&model_dir_from_env(), runtime)
+                .unwrap_or_else(|e| panic!("{runtime:?}: {e} (run scripts/fetch-model.sh)"))
+        })
+        .collect()
+}
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -9,8 +21,12 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[tokio::test]
 async fn embeds_unit_vectors_that_rank_related_text_first() {
-    let embedder =
-        LocalEmbedder::load(&model_dir_from_env()).expect("model: run scripts/fetch-model.sh");
+    for embedder in engines() {
+        unit_vectors_that_rank_related_text_first(&embedder).await;
+    }
+}
+
+async fn unit_vectors_that_rank_related_text_first(embedder: &LocalEmbedder) {
     assert_eq!(embedder.dimension(), 384);
     let texts: Vec<String> = [
         "How do I reset my router?",
@@ -62,14 +78,48 @@ async fn matches_sentence_transformers_reference_vectors() {
         serde_json::from_str(include_str!("fixtures/reference_vectors.json")).unwrap();
     let sentences: Vec<String> = serde_json::from_value(fixture["sentences"].clone()).unwrap();
     let expected: Vec<Vec<f32>> = serde_json::from_value(fixture["vectors"].clone()).unwrap();
-    let embedder =
-        LocalEmbedder::shared(&model_dir_from_env()).expect("model: run scripts/fetch-model.sh");
-    let vectors = embedder.embed_batch(&sentences).await.unwrap();
-    let mut lowest = f32::MAX;
-    for ((sentence, got), want) in sentences.iter().zip(&vectors).zip(&expected) {
-        let similarity = cosine(got, want);
-        assert!(similarity > 0.999, "cosine {similarity} for {sentence:?}");
-        lowest = lowest.min(similarity);
+    for embedder in engines() {
+        let engine = embedder.engine_name();
+        // A document batch, and each sentence alone as a question is embedded (another code path on ONNX
+        // Runtime: its own session).
+        let mut runs = vec![embedder.embed_batch(&sentences).await.unwrap()];
+        let mut alone = Vec::new();
+        for sentence in &sentences {
+            alone.extend(
+                embedder
+                    .embed_batch(std::slice::from_ref(sentence))
+                    .await
+                    .unwrap(),
+            );
+        }
+        runs.push(alone);
+        let mut lowest = f32::MAX;
+        for vectors in runs {
+            for ((sentence, got), want) in sentences.iter().zip(&vectors).zip(&expected) {
+                let similarity = cosine(got, want);
+                assert!(
+                    similarity > 0.999,
+                    "{engine}: cosine {similarity} for {sentence:?}"
+                );
+                lowest = lowest.min(similarity);
+            }
+        }
+        eprintln!("{engine}: lowest cosine against sentence-transformers: {lowest}");
     }
-    eprintln!("lowest cosine against sentence-transformers: {lowest}");
+}
+
+/// Asking for ONNX Runtime where its library is not is an error naming what is missing, not a silent
+/// fallback to the slower engine.
+#[tokio::test]
+async fn onnxruntime_without_its_library_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::os::unix::fs::symlink(model_dir_from_env().join(file), dir.path().join(file)).unwrap();
+    }
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        let err = LocalEmbedder::load_with(dir.path(), LocalRuntime::Onnxruntime).unwrap_err();
+        assert!(err.to_string().contains("libonnxruntime.so"), "{err}");
+        let fallback = LocalEmbedder::load_with(dir.path(), LocalRuntime::Auto).unwrap();
+        assert_eq!(fallback.engine_name(), "candle");
+    }
 }

@@ -274,6 +274,9 @@ pub struct EmbeddingSettings {
     /// Directory with the local model's files (`tokenizer.json`, `model.safetensors`, `config.json`),
     /// as `scripts/fetch-model.sh` lays them out. Its tokenizer also sizes chunks with a remote embedder.
     pub model_dir: PathBuf,
+    /// Engine of the local model: `auto` (ONNX Runtime when `libonnxruntime.so` is in `model_dir`, else
+    /// candle), `onnxruntime` (refuse to start without it) or `candle`.
+    pub runtime: ragvault_embedding::LocalRuntime,
     /// `local` (all-MiniLM-L6-v2 in process), or the name of an OpenAI-compatible entry under `[providers]`
     /// whose `/embeddings` endpoint makes the vectors (key leased as that provider's key).
     pub provider: String,

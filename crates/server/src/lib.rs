@@ -522,9 +522,12 @@ fn open_embedder(
 ) -> Result<Arc<dyn ragvault_embedding::Embedder>, ServerError> {
     let embedding = &settings.embedding;
     if embedding.provider == "local" {
-        return Ok(Arc::new(ragvault_embedding::LocalEmbedder::shared(
+        let local = ragvault_embedding::LocalEmbedder::shared_with(
             &embedding.model_dir,
-        )?));
+            embedding.runtime,
+        )?;
+        tracing::info!(engine = local.engine_name(), "local embedding model loaded");
+        return Ok(Arc::new(local));
     }
     // `problems()` has checked that the provider, model and dimension are there.
     let (base_url, api) = settings
