@@ -3,6 +3,8 @@ ragvault's candle embedder.
 
   python reference.py <model dir> fixture <out.json>   # writes the fixture crates/embedding/tests read
   python reference.py <model dir> speed <n> <batch>     # sentences/s over n generated manual sentences
+  python reference.py <model dir> file <texts.jsonl> <batch>  # chunks/s over the texts of a file (a JSON string or
+                                                              # {text} per line: `chunk_texts` writes a manual's)
   python reference.py <model dir> vectors <n> <out.f32>  # the same n sentences' vectors (little-endian f32,
                                                          # row-major, appended batch by batch) for the ANN runs
 
@@ -51,6 +53,14 @@ elif sys.argv[2] == "vectors":
             f.write(np.asarray(vectors, dtype="<f4").tobytes())
             f.flush()
             print(f"{start + len(vectors)}/{n}", flush=True)
+elif sys.argv[2] == "file":
+    texts = [json.loads(line) for line in open(sys.argv[3])]
+    texts = [t if isinstance(t, str) else t["text"] for t in texts]
+    batch = int(sys.argv[4])
+    model.encode(texts[:batch], batch_size=batch)  # warm-up
+    t = time.perf_counter()
+    model.encode(texts, batch_size=batch)
+    print(f"sentence-transformers: {len(texts) / (time.perf_counter() - t):.1f} chunks/s ({len(texts)} texts, batch {batch})")
 else:
     n, batch = int(sys.argv[3]), int(sys.argv[4])
     texts = manual_sentences(n)
