@@ -1,30 +1,39 @@
 """What one parser kept that another lost, per document: compares two `chunk_texts` outputs of the same folder
 (for example before and after a parser change) by the words of each document.
 
-  python3 benches/ingest/compare_parsers.py before.jsonl after.jsonl
+  python3 benches/ingest/compare_parsers.py before.jsonl after.jsonl [--keep-navigation]
 
-Prints, for each document, the words `before` had that `after` has fewer of (with counts), then totals. Chunk
-overlap repeats words, so counts are compared per document over all its chunks' texts without the heading
-path lines repeated at the head of every chunk.
+Prints each document whose `after` text lacks a word its `before` text had, then totals. Rows of DocBook/Sphinx
+navigation tables in `before` (a table row with a `Prev`, `Next`, `Up` or `Home` cell, as the hand-written
+scanner wrote them: cells joined by ` | `) are left out of the comparison unless --keep-navigation is given:
+the HTML parser drops that page chrome on purpose.
 """
 import collections, json, re, sys
 
-def words(path):
-    docs = collections.defaultdict(collections.Counter)
+NAVIGATION = {"Prev", "Next", "Up", "Home"}
+
+def words(path, drop_navigation):
+    docs = collections.defaultdict(set)
     for line in open(path):
         row = json.loads(line)
         text = row["text"]
-        docs[row["document"]].update(set(re.findall(r"\w+", text.lower())))
+        if drop_navigation:
+            text = "\n".join(
+                l for l in text.split("\n")
+                if not (l.rstrip().endswith("|") and NAVIGATION & {c.strip() for c in l.split("|")})
+            )
+        docs[row["document"]].update(re.findall(r"\w+", text.lower()))
     return docs
 
-before, after = words(sys.argv[1]), words(sys.argv[2])
-lost_docs = 0
-lost_total = collections.Counter()
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+before = words(args[0], "--keep-navigation" not in sys.argv)
+after = words(args[1], False)
+lost_docs, lost_total = 0, collections.Counter()
 for doc in sorted(before):
-    missing = {w: n for w, n in before[doc].items() if w not in after.get(doc, {})}
+    missing = before[doc] - after.get(doc, set())
     if missing:
         lost_docs += 1
         lost_total.update(missing)
         print(f"{doc}: {' '.join(sorted(missing))}")
 print(f"documents: {len(before)} before, {len(after)} after; {lost_docs} lost at least one word")
-print("words lost most often:", ", ".join(f"{w} ({n})" for w, n in lost_total.most_common(20)))
+print("words lost in most documents:", ", ".join(f"{w} ({n})" for w, n in lost_total.most_common(20)) or "none")
