@@ -80,7 +80,10 @@ async fn main() {
                 let line: serde_json::Value = serde_json::from_str(l).expect("JSON lines");
                 match line {
                     serde_json::Value::String(text) => text,
-                    object => object["text"].as_str().expect("a string or {text}").to_owned(),
+                    object => object["text"]
+                        .as_str()
+                        .expect("a string or {text}")
+                        .to_owned(),
                 }
             })
             .collect();
