@@ -1792,6 +1792,55 @@ async fn html_documents_keep_text_and_drop_scripts() {
             ),
         ]
     );
+
+    // HTML is scanned for credentials as what is kept of it: a link target that looks random (this one, a
+    // mailing-list message id, refused a page of the PostgreSQL manual) is never stored, so it passes; a key
+    // in the visible text is refused, its line counted in the extracted text.
+    let upload = |name: &str, html: String| {
+        call(
+            &app,
+            Method::POST,
+            "/v1/documents",
+            Some(&tenant.api_key),
+            Some(json!({"name": name, "content": html, "content_type": "text/html"})),
+        )
+    };
+    let linked = upload(
+        "linked.html",
+        format!(
+            "<h1>XML</h1><p>See <a href=\"https://www.postgresql.org/message-id/{}@mail.gmail.com\">the thread</a>.</p>",
+            "CAJVSVGVX8gXnPm+Xa=DxR7kFYprcQ1tNcCT5D0O3ShfnM6jehA"
+        ),
+    )
+    .await;
+    let job = wait_for_job(
+        &app,
+        &tenant.api_key,
+        linked.body["job_id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(job["status"], "done", "{job}");
+    // Assembled at run time so no credential-shaped literal sits in the repository.
+    let fake_key = format!("sk-{}", "Ab3Xk9QzR7mP2wLt5Vn8".repeat(2));
+    let leaky = upload(
+        "leaky.html",
+        format!("<h1>Setup</h1><p>First.</p><p>export OPENAI_API_KEY={fake_key}</p>"),
+    )
+    .await;
+    let job = wait_for_job(
+        &app,
+        &tenant.api_key,
+        leaky.body["job_id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(job["error"]["code"], "contains_secret", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on line 4 of its text"),
+        "{job}"
+    );
 }
 
 /// The multipart form of `POST /v1/documents`: a `file` part named by its file name.

@@ -517,6 +517,8 @@ async fn ingest_command_keeps_a_tenant_in_step_with_a_folder() {
     std::fs::write(root.join("sub/d.txt"), b"\x89PNG\r\n\x1a\n....").unwrap();
     std::fs::write(root.join("empty.txt"), "  \n").unwrap();
     std::fs::write(root.join(".hidden.txt"), "skip me").unwrap();
+    std::os::unix::fs::symlink(root.join("gone.md"), root.join("broken.md")).unwrap();
+    std::os::unix::fs::symlink(root, root.join("sub/loop")).unwrap();
     let folder_arg = || root.as_os_str().to_owned();
 
     let (wrong, _, stderr) = run_ingest(
@@ -535,7 +537,7 @@ async fn ingest_command_keeps_a_tenant_in_step_with_a_folder() {
     };
     let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args(&[])).await;
     assert!(
-        stdout.contains("ingested 2, unchanged 0, failed 2, skipped 1 of 5 files"),
+        stdout.contains("ingested 2, unchanged 0, failed 4, skipped 1 of 7 files"),
         "{stdout} {stderr}"
     );
     assert!(
@@ -548,6 +550,11 @@ async fn ingest_command_keeps_a_tenant_in_step_with_a_folder() {
     );
     assert!(stderr.contains("empty.txt: no_text"), "{stderr}");
     assert!(
+        stderr.contains("broken.md: not found (or a broken symlink)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sub/loop: symlink loop"), "{stderr}");
+    assert!(
         !output.status.success(),
         "a refused file must make the command fail"
     );
@@ -557,8 +564,9 @@ async fn ingest_command_keeps_a_tenant_in_step_with_a_folder() {
     );
 
     // Nothing changed but the refused files are gone: nothing is uploaded for embedding again.
-    std::fs::remove_file(root.join("sub/d.txt")).unwrap();
-    std::fs::remove_file(root.join("empty.txt")).unwrap();
+    for gone in ["sub/d.txt", "empty.txt", "broken.md", "sub/loop"] {
+        std::fs::remove_file(root.join(gone)).unwrap();
+    }
     let (output, stdout, stderr) = run_ingest(&app, &tenant.api_key, args(&["--quiet"])).await;
     assert!(output.status.success(), "{stdout} {stderr}");
     assert!(stdout.is_empty(), "--quiet prints nothing: {stdout}");

@@ -26,7 +26,7 @@ if [ ! -d "$MANUAL" ]; then
 fi
 bash scripts/ensure-postgres.sh >/dev/null
 bash scripts/fetch-model.sh >/dev/null
-cargo build -q --release --bin ragvault -p ragvault-benches --bin embed --bin chunk_texts
+cargo build -q --release -p ragvault -p ragvault-benches --bin ragvault --bin embed --bin chunk_texts
 bin="$CARGO_TARGET_DIR/release"
 
 work=$(mktemp -d)
@@ -52,15 +52,19 @@ key=$("$bin/ragvault" tenant create manual 2>/dev/null | sed -n 's/^api_key: //p
 export RAGVAULT_URL="http://127.0.0.1:$PORT" RAGVAULT_API_KEY="$key"
 files=$(find "$MANUAL" -type f -name '*.html' | wc -l)
 
+# One run of the command; its summary line and wall time. Files refused for their content are listed in the
+# report (the command then exits 1, as it should); anything else stops the benchmark.
 ingest() {
-  local started ended
+  local started ended status=0
   started=$(date +%s.%N)
-  "$bin/ragvault" ingest "$MANUAL" --tenant manual >"$work/ingest.out" 2>"$work/ingest.err" || {
+  "$bin/ragvault" ingest "$MANUAL" --tenant manual >"$work/ingest.out" 2>"$work/ingest.err" || status=$?
+  ended=$(date +%s.%N)
+  if ! grep -q '^ingested' "$work/ingest.out"; then
     cat "$work/ingest.err" >&2
     return 1
-  }
-  ended=$(date +%s.%N)
-  echo "$(grep '^ingested' "$work/ingest.out") | wall $(awk "BEGIN {printf \"%.1f\", $ended - $started}") s"
+  fi
+  grep -E '^/.*: ' "$work/ingest.err" >>"$work/refused" || true
+  echo "$(grep '^ingested' "$work/ingest.out") | wall $(awk "BEGIN {printf \"%.1f\", $ended - $started}") s | exit $status"
 }
 first=$(ingest)
 peak_rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$server/status")
@@ -89,6 +93,10 @@ fi
   echo "| same command again | $second |"
   echo "| server peak RSS | $((peak_rss_kib / 1024)) MiB |"
   echo "| server time per stage (s, summed over jobs on 2 workers) | parse+chunk+scan $parse, embed $embed, seal+store $store, index $index |"
+  echo
+  echo "Refused (first run, then the second):"
+  echo
+  if [ -s "$work/refused" ]; then sed 's/^/    /' "$work/refused"; else echo "    none"; fi
   echo
   echo "Embedding the same $chunks chunk texts (heading path + text, as ingest embeds them):"
   echo

@@ -567,13 +567,17 @@ impl Pipeline {
             }
         })?;
         let mut chunks = chunk_document(&parsed, &self.settings.chunking, self.tokenizer.as_ref());
-        // Scan before anything is embedded or sent anywhere. Line numbers refer to the uploaded text (for a
-        // PDF, to its extracted text).
-        let text: String = if format == Format::Pdf {
+        // Scan before anything is embedded or sent anywhere. Plain text and Markdown are scanned as uploaded
+        // (line numbers are the file's). PDF and HTML are scanned as what is kept of them: the extracted text
+        // under its headings. Markup, link targets and scripts are never stored or sent, and scanning them
+        // refused real manuals for URLs that look random (W3C dated paths, mailing-list message ids).
+        let extracted = matches!(format, Format::Pdf | Format::Html);
+        let text: String = if extracted {
             parsed
                 .sections
                 .iter()
-                .map(|s| s.text.as_str())
+                .flat_map(|s| s.heading_path.iter().chain(std::iter::once(&s.text)))
+                .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join("\n")
         } else {
@@ -623,8 +627,10 @@ impl Pipeline {
                     return Err(JobFailure::permanent(
                         "contains_secret",
                         &format!(
-                            "the document contains a credential ({}) on line {}; remove it or ask for the redact policy",
-                            first.kind, first.line
+                            "the document contains a credential ({}) on line {}{}; remove it or ask for the redact policy",
+                            first.kind,
+                            first.line,
+                            if extracted { " of its text" } else { "" }
                         ),
                     ))
                 }
