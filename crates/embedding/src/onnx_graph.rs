@@ -227,6 +227,18 @@ impl Builder<'_> {
         self.constant(name, &[m.rows, m.cols], &m.data)
     }
 
+    /// The vector `weight` of the checkpoint as the graph constant `name`.
+    fn vector_constant(&mut self, weight: &str, name: &str) -> Result<String, EmbeddingError> {
+        let data = self.vector(weight)?;
+        Ok(self.constant(name, &[data.len()], &data))
+    }
+
+    /// A linear layer's `[out, in]` weight as the `[in, out]` constant `name` that `MatMul` multiplies by.
+    fn linear_constant(&mut self, weight: &str, name: &str) -> Result<String, EmbeddingError> {
+        let m = self.matrix(weight)?.transposed();
+        Ok(self.matrix_constant(name, &m))
+    }
+
     fn node(
         &mut self,
         op: &str,
@@ -310,10 +322,8 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
         }
     }
     let position = b.matrix_constant("position_embeddings", &position);
-    let gamma = b.vector("embeddings.LayerNorm.weight")?;
-    let gamma = b.constant("embeddings_gamma", &[shape.hidden], &gamma);
-    let beta = b.vector("embeddings.LayerNorm.bias")?;
-    let beta = b.constant("embeddings_beta", &[shape.hidden], &beta);
+    let gamma = b.vector_constant("embeddings.LayerNorm.weight", "embeddings_gamma")?;
+    let beta = b.vector_constant("embeddings.LayerNorm.bias", "embeddings_beta")?;
     b.nodes.push(NodeProto {
         input: [
             INPUT_IDS,
@@ -362,8 +372,10 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
             &format!("l{l}_attention"),
             vec![int_attribute("num_heads", shape.heads as i64)],
         );
-        let out = b.matrix(&w("attention.output.dense.weight"))?.transposed();
-        let out = b.matrix_constant(&format!("l{l}_attention_out"), &out);
+        let out = b.linear_constant(
+            &w("attention.output.dense.weight"),
+            &format!("l{l}_attention_out"),
+        )?;
         let projected = b.node(
             "MatMul",
             "",
@@ -371,16 +383,18 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
             &format!("l{l}_projected"),
             vec![],
         );
-        let out_bias = b.vector(&w("attention.output.dense.bias"))?;
-        let out_bias = b.constant(
+        let out_bias = b.vector_constant(
+            &w("attention.output.dense.bias"),
             &format!("l{l}_attention_out_bias"),
-            &[shape.hidden],
-            &out_bias,
-        );
-        let g1 = b.vector(&w("attention.output.LayerNorm.weight"))?;
-        let g1 = b.constant(&format!("l{l}_attention_gamma"), &[shape.hidden], &g1);
-        let b1 = b.vector(&w("attention.output.LayerNorm.bias"))?;
-        let b1 = b.constant(&format!("l{l}_attention_beta"), &[shape.hidden], &b1);
+        )?;
+        let g1 = b.vector_constant(
+            &w("attention.output.LayerNorm.weight"),
+            &format!("l{l}_attention_gamma"),
+        )?;
+        let b1 = b.vector_constant(
+            &w("attention.output.LayerNorm.bias"),
+            &format!("l{l}_attention_beta"),
+        )?;
         let x1 = b.node(
             "SkipLayerNormalization",
             MICROSOFT,
@@ -388,12 +402,9 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
             &format!("l{l}_attention_norm"),
             vec![eps.clone()],
         );
-        let up = b.matrix(&w("intermediate.dense.weight"))?;
-        let intermediate = up.rows;
-        let up = b.matrix_constant(&format!("l{l}_up"), &up.transposed());
+        let up = b.linear_constant(&w("intermediate.dense.weight"), &format!("l{l}_up"))?;
         let raised = b.node("MatMul", "", &[&x1, &up], &format!("l{l}_raised"), vec![]);
-        let up_bias = b.vector(&w("intermediate.dense.bias"))?;
-        let up_bias = b.constant(&format!("l{l}_up_bias"), &[intermediate], &up_bias);
+        let up_bias = b.vector_constant(&w("intermediate.dense.bias"), &format!("l{l}_up_bias"))?;
         let activated = b.node(
             "BiasGelu",
             MICROSOFT,
@@ -401,8 +412,7 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
             &format!("l{l}_activated"),
             vec![],
         );
-        let down = b.matrix(&w("output.dense.weight"))?.transposed();
-        let down = b.matrix_constant(&format!("l{l}_down"), &down);
+        let down = b.linear_constant(&w("output.dense.weight"), &format!("l{l}_down"))?;
         let lowered = b.node(
             "MatMul",
             "",
@@ -410,12 +420,9 @@ pub(crate) fn bert_encoder(weights: &[u8], shape: BertShape) -> Result<Vec<u8>, 
             &format!("l{l}_lowered"),
             vec![],
         );
-        let down_bias = b.vector(&w("output.dense.bias"))?;
-        let down_bias = b.constant(&format!("l{l}_down_bias"), &[shape.hidden], &down_bias);
-        let g2 = b.vector(&w("output.LayerNorm.weight"))?;
-        let g2 = b.constant(&format!("l{l}_output_gamma"), &[shape.hidden], &g2);
-        let b2 = b.vector(&w("output.LayerNorm.bias"))?;
-        let b2 = b.constant(&format!("l{l}_output_beta"), &[shape.hidden], &b2);
+        let down_bias = b.vector_constant(&w("output.dense.bias"), &format!("l{l}_down_bias"))?;
+        let g2 = b.vector_constant(&w("output.LayerNorm.weight"), &format!("l{l}_output_gamma"))?;
+        let b2 = b.vector_constant(&w("output.LayerNorm.bias"), &format!("l{l}_output_beta"))?;
         x = b.node(
             "SkipLayerNormalization",
             MICROSOFT,
